@@ -1,0 +1,89 @@
+"""L-inf attacks with pluggable per-sample losses: PGD (random start, projection, [0,1] clamp) and FGSM.
+
+The model is put in eval mode while attacking and its previous mode is restored afterwards.
+Only input gradients are taken (``torch.autograd.grad``), so parameter gradients are untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: (logits, labels) -> per-sample loss to maximise
+LossFn = Callable[[Tensor, Tensor], Tensor]
+STARTS = ("uniform", "normal", "uniform-positive", "none")
+
+
+def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-sample cross-entropy."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def cw_loss(logits: Tensor, y: Tensor, kappa: float = 50.0) -> Tensor:
+    """CW margin loss to maximise: -max(z_y - max_{k != y} z_k + kappa, 0)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return -torch.clamp(true - other + kappa, min=0)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def random_start(x: Tensor, eps: float, kind: str, generator: torch.Generator | None = None) -> Tensor:
+    """The attack's starting point (not clipped, as in the official REAT code)."""
+    if kind == "uniform":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+        return x + eps * noise
+    if kind == "normal":
+        return x + 0.001 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if kind == "uniform-positive":
+        return x + eps * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if kind == "none":
+        return x.clone()
+    raise ValueError(f"unknown random start {kind!r}; choose one of {STARTS}")
+
+
+def project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+    """Clip to the L-inf ball around ``x``, then to [0, 1]."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    loss_fn: LossFn = ce_loss,
+    start: str = "uniform",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """L-inf PGD maximising ``loss_fn`` summed over the batch; returns detached examples."""
+    x = x.detach()
+    with eval_mode(model), torch.enable_grad():
+        x_adv = random_start(x, eps, start, generator)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = loss_fn(model(x_adv), y).sum()
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
+    return project(x_adv.detach(), x, eps)
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, loss_fn: LossFn = ce_loss) -> Tensor:
+    """One signed-gradient step of size ``eps`` from the clean image."""
+    return pgd(model, x, y, eps=eps, step_size=eps, steps=1, loss_fn=loss_fn, start="none")

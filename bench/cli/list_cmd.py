@@ -1,0 +1,67 @@
+"""``bench list``: methods (with parameters), architectures, datasets and presets."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bench.config import PRESETS
+from bench.data import DATASETS
+from bench.evaluate import SUITES
+from bench.models import ARCHS
+from methods import REGISTRY
+
+WHAT = ("methods", "archs", "datasets", "presets")
+
+
+def methods_table() -> Table:
+    table = Table(title="methods (set parameters with --set METHOD.PARAM=VALUE)")
+    for col in ("method", "parameter", "default", "choices", "help"):
+        table.add_column(col)
+    for name, cls in REGISTRY.items():
+        table.add_row(f"[bold]{name}[/bold]", "", "", "", cls.summary)
+        for p in cls.params:
+            choices = ", ".join(map(str, p.choices)) if p.choices else ""
+            table.add_row("", p.name, repr(p.default), choices, p.help)
+    return table
+
+
+def archs_table() -> Table:
+    table = Table(title="architectures")
+    table.add_column("arch")
+    table.add_column("description")
+    for name, (_, description) in ARCHS.items():
+        table.add_row(name, description)
+    return table
+
+
+def datasets_table() -> Table:
+    table = Table(title="datasets (long-tailed training split via --ur; balanced test split)")
+    for col in ("dataset", "classes", "image", "augmentation", "description"):
+        table.add_column(col)
+    for name, info in DATASETS.items():
+        table.add_row(name, str(info.num_classes), f"{info.channels}x{info.image_size}x{info.image_size}",
+                      info.augment, info.description)
+    return table
+
+
+def presets_table() -> Table:
+    table = Table(title="presets (every field can be overridden)")
+    for col in ("preset", "epochs", "batch", "train PGD steps", "eval suite", "per-epoch test n", "eval n",
+                "description"):
+        table.add_column(col)
+    for name, p in PRESETS.items():
+        table.add_row(name, str(p.epochs), str(p.batch_size), str(p.steps), f"{p.eval_suite} {SUITES[p.eval_suite]}",
+                      str(p.epoch_eval_n or "all"), str(p.eval_n or "all"), p.description)
+    return table
+
+
+@click.command("list")
+@click.argument("what", required=False, type=click.Choice(WHAT))
+def command(what: str | None) -> None:
+    """Show the registered methods, architectures, datasets and presets with their defaults."""
+    console = Console(width=160)
+    builders = {"methods": methods_table, "archs": archs_table, "datasets": datasets_table, "presets": presets_table}
+    for name in (what,) if what else WHAT:
+        console.print(builders[name]())

@@ -1,0 +1,38 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from bench.config import parse_value
+from bench.errors import InputError
+
+device_option = click.option("--device", default="auto", show_default=True,
+                             help="auto (CUDA if available), cpu, cuda or cuda:N")
+data_root_option = click.option("--data-root", default=None, envvar="LTBENCH_DATA",
+                                help="dataset folder [env LTBENCH_DATA; default ./data]")
+progress_option = click.option("--progress/--no-progress", default=True, help="show progress bars")
+
+
+def set_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                        help="override a config field (lr=0.05) or a method parameter (reat.variant=paper)")(f)
+
+
+def parse_settings(settings: tuple[str, ...] | list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Split KEY=VALUE strings into config-field overrides and per-method parameter overrides."""
+    fields: dict[str, Any] = {}
+    per_method: dict[str, dict[str, Any]] = {}
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        method, dot, param = key.partition(".")
+        if dot:
+            per_method.setdefault(method, {})[param] = parse_value(raw)
+        else:
+            fields[key] = parse_value(raw)
+    return fields, per_method

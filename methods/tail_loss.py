@@ -1,0 +1,107 @@
+"""Outer-loss part for the REAT family: Balanced Softmax (BSL), optionally plus the TAIL feature term.
+
+TAIL (REAT Sec. 4): for tail-class anchors b (the last floor(C/3) class indices), P_b = softmax of the
+anchor's penultimate features over the D feature dims (detached) and Q_j = softmax of each batch member's
+features; K[b, j] = KL(P_b || Q_j) summed over the D dims. Class weights u_c = sqrt(N / n_c), pair weights
+W_bj = u_{y_b} + u_{y_j}. Both variants are vectorised over the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from methods.base import Output, Param
+
+TAIL_PARAMS = (
+    Param(
+        "variant",
+        "official",
+        "official: TAIL as coded (scalar-reduced KL); paper: per-pair KL, tail pushed from other classes",
+        choices=("official", "paper"),
+    ),
+    Param("lambda", 1.0, "coefficient of the TAIL term (the official code uses 1)"),
+)
+
+
+def log_prior(class_counts: Tensor) -> Tensor:
+    """log pi_c = log(n_c / N), counts <= 0 clamped to 1."""
+    n = class_counts.to(torch.float32).clamp(min=1)
+    return n.log() - n.sum().log()
+
+
+def balanced_softmax_loss(logits: Tensor, y: Tensor, class_counts: Tensor, tau: float = 1.0) -> Tensor:
+    """Balanced Softmax / logit adjustment: mean_b CE(z_b + tau * log pi, y_b)."""
+    return F.cross_entropy(logits + tau * log_prior(class_counts), y)
+
+
+def tail_mask(num_classes: int) -> Tensor:
+    """Boolean mask of the tail classes: the last floor(C/3) indices (7, 8, 9 for C = 10)."""
+    return torch.arange(num_classes) >= num_classes - num_classes // 3
+
+
+def _anchor_terms(features: Tensor, y: Tensor, class_counts: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """KL matrix K (M x B), pair weights W (M x B) and same-class mask (M x B) for the M tail anchors."""
+    anchors = tail_mask(len(class_counts)).to(y.device)[y]
+    if not anchors.any():
+        return None
+    log_q = F.log_softmax(features, dim=1)
+    log_p = log_q[anchors].detach()
+    p = log_p.exp()
+    kl = (p * log_p).sum(1, keepdim=True) - p @ log_q.T
+    n = class_counts.to(features.dtype)
+    u = (n.sum() / n).sqrt()
+    weights = u[y[anchors]][:, None] + u[y][None, :]
+    same = y[anchors][:, None] == y[None, :]
+    return kl, weights, same
+
+
+def tail_official(features: Tensor, y: Tensor, class_counts: Tensor) -> Tensor:
+    """TAIL exactly as the official code computes it (Sec. 4.1).
+
+    Each anchor's KL is first reduced to one scalar (mean over batch x feature dims), then multiplied by
+    (1/B) sum_j s_bj W_bj with s = -1 for same-class pairs and +1 otherwise; averaged over the M anchors.
+    """
+    terms = _anchor_terms(features, y, class_counts)
+    if terms is None:
+        return features.sum() * 0
+    kl, weights, same = terms
+    batch, dims = features.shape
+    kbar = kl.sum(1) / (batch * dims)
+    sign = 1 - 2 * same.to(features.dtype)
+    omega = (sign * weights).sum(1) / batch
+    return (kbar * omega).mean()
+
+
+def tail_paper(features: Tensor, y: Tensor, class_counts: Tensor) -> Tensor:
+    """TAIL as the paper states its intent (Sec. 4.2): per-pair KL summed over feature dims.
+
+    (1/M) sum_b (1/B) sum_j W_bj (1[y_j = y_b] - 1[y_j != y_b]) KL(P_b || Q_j): minimising it pulls same-class
+    pairs together and pushes tail anchors away from other classes (unbounded; the core stops on a non-finite
+    loss).
+    """
+    terms = _anchor_terms(features, y, class_counts)
+    if terms is None:
+        return features.sum() * 0
+    kl, weights, same = terms
+    sign = 2 * same.to(features.dtype) - 1
+    return (sign * weights * kl).mean(1).mean()
+
+
+TAIL_VARIANTS = {"official": tail_official, "paper": tail_paper}
+
+
+class BSLTailLoss:
+    """Outer loss on the AEs' forward: BSL(z_adv) [+ lambda * TAIL(f_adv)]."""
+
+    def __init__(self, class_counts: Tensor, tail_variant: str | None = None, lam: float = 1.0):
+        self.class_counts = class_counts
+        self.tail = TAIL_VARIANTS[tail_variant] if tail_variant is not None else None
+        self.lam = lam
+
+    def __call__(self, out: Output, y: Tensor) -> Tensor:
+        loss = balanced_softmax_loss(out.logits, y, self.class_counts)
+        if self.tail is not None:
+            loss = loss + self.lam * self.tail(out.features, y, self.class_counts)
+        return loss
