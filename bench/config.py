@@ -34,7 +34,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "paper": Preset(80, 128, 10, "paper", None, None,
                     "official REAT protocol: 80 epochs, SGD 0.1, lr x0.1 at 60/75, PGD-10 training"),
-    "quick": Preset(6, 128, 5, "fast", 500, 1000, "CPU minutes: 6 epochs, PGD-5 training, 1000 test images"),
+    "quick": Preset(10, 128, 5, "fast", 500, 1000, "CPU minutes: 10 epochs, PGD-5 training, 1000 test images"),
     "smoke": Preset(1, 64, 2, "fast", 100, 100, "tests, seconds: 1 epoch, PGD-2 training, 100 test images"),
 }
 

@@ -268,20 +268,19 @@ def stratified_first_n(labels: Tensor, n: int | None, num_classes: int) -> Tenso
 
 
 def augment(x: Tensor, mode: str, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Random crop with zero padding and horizontal flip, vectorised over the batch (float input)."""
+    """Random crop with zero padding and horizontal flip as one gather over the batch (any dtype)."""
     if mode == "none":
         return x
     b, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dev = x.device
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
-    rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]
-    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]
-    cropped = padded.permute(0, 2, 3, 1)[torch.arange(b, device=dev)[:, None, None], rows, cols]
-    cropped = cropped.permute(0, 3, 1, 2)
-    flip = torch.rand(b, generator=generator, device=dev) < 0.5
-    return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)
+    oy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=dev)
+    ox = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=dev)
+    flip = torch.rand(b, 1, generator=generator, device=dev) < 0.5
+    cols = torch.arange(w, device=dev)
+    rows = (oy + torch.arange(h, device=dev))[:, :, None]
+    cols = (ox + torch.where(flip, w - 1 - cols, cols))[:, None, :]
+    return padded[torch.arange(b, device=dev)[:, None, None], rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
 def to_float(x: Tensor) -> Tensor:
@@ -295,4 +294,4 @@ def train_batches(
     order = torch.randperm(data.y_train.numel(), generator=generator, device=generator.device)
     for start in range(0, order.numel(), batch_size):
         idx = order[start:start + batch_size]
-        yield augment(to_float(data.x_train[idx]), augment_mode, generator), data.y_train[idx]
+        yield to_float(augment(data.x_train[idx], augment_mode, generator)), data.y_train[idx]

@@ -1,20 +1,28 @@
-"""The attack suite: clean, FGSM, PGD-20/100, CW-100 and AutoAttack, through the method's inference path."""
+"""The attack suite: clean, FGSM, PGD-20/100, CW-100 and AutoAttack, through the method's inference path.
+
+Every forward, clean or adversarial, goes through ``InferenceModel`` (``method.predict(net(x))``), so an
+attack differentiates exactly the logits that are evaluated; the model is in eval mode throughout.
+Each attack stores per-class counts, head/mid/tail means, the worst class and balanced robustness
+(mean per-class accuracy, TAET arXiv 2503.01924); see ``bench.metrics``.
+"""
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 import zlib
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pyautoattack import AutoAttack
 from torch import Tensor
 
 from bench import __version__, store
-from bench.attacks import ce_loss, cw_loss, pgd
+from bench.attacks import ce_loss, cw_loss, eval_mode, pgd
 from bench.data import LongTailData, stratified_first_n, to_float
 from bench.errors import InputError, unknown_name
 from bench.inference import InferenceModel
@@ -28,12 +36,39 @@ SUITES: dict[str, tuple[str, ...]] = {
     "full": ATTACK_KEYS,
 }
 CW_KAPPA = 50.0
+#: AutoAttack "standard" attacks 9 target classes; a C-class model has only C - 1
+AA_MAX_TARGETS = 9
+#: APGD-T's targeted DLR loss reads the fourth-largest logit
+AA_MIN_CLASSES = 4
+EVAL_BATCH_SIZE = 500
+#: how many test images to evaluate: a number, "all", or None for the run's configured count
+TestCount = int | Literal["all"] | None
+SUBSET_RULE = "first ceil(n/C) test images of every class, in test-set order (no randomness)"
 
 
 def check_suite(name: str) -> tuple[str, ...]:
     if name not in SUITES:
         raise unknown_name("evaluation suite", name, list(SUITES))
     return SUITES[name]
+
+
+def check_attacks(attacks: Sequence[str], num_classes: int) -> None:
+    """Fail before anything runs: unknown attack keys, or AutoAttack on fewer than 4 classes."""
+    for key in attacks:
+        if key not in ATTACK_KEYS:
+            raise unknown_name("attack", key, list(ATTACK_KEYS))
+    if "aa" in attacks and num_classes < AA_MIN_CLASSES:
+        raise InputError(
+            f"AutoAttack needs at least {AA_MIN_CLASSES} classes (APGD-T's targeted DLR loss), the model has "
+            f"{num_classes}; use the fast suite"
+        )
+
+
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "missing"
 
 
 def attack_params(key: str, eps: float, step_size: float, num_classes: int, seed: int) -> dict[str, Any]:
@@ -49,45 +84,79 @@ def attack_params(key: str, eps: float, step_size: float, num_classes: int, seed
         return {"eps": eps, "step_size": step_size, "steps": 100, "start": "uniform", "loss": "cw",
                 "kappa": CW_KAPPA, "restarts": 1, "seed": seed}
     if key == "aa":
-        return {"eps": eps, "norm": "Linf", "version": "standard", "n_target_classes": min(9, num_classes - 1),
-                "seed": seed}
+        return {"eps": eps, "norm": "Linf", "version": "standard",
+                "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"],
+                "n_target_classes": min(AA_MAX_TARGETS, num_classes - 1), "seed": seed,
+                "package": f"pyautoattack {package_version('pyautoattack')}"}
     raise unknown_name("attack", key, list(ATTACK_KEYS))
 
 
-def _autoattack_correct(model: InferenceModel, x: Tensor, y: Tensor, params: dict[str, Any], batch_size: int) -> Tensor:
-    from pyautoattack import AutoAttack
-
-    adversary = AutoAttack(model, eps=params["eps"], norm="Linf", version="standard", seed=params["seed"],
-                           device=x.device)
+def _autoattack_predictions(model: InferenceModel, x: Tensor, y: Tensor, params: dict[str, Any]) -> Tensor:
+    """Labels predicted on AutoAttack's examples: the clean prediction where it is already wrong."""
+    adversary = AutoAttack(model, eps=params["eps"], norm=params["norm"], version=params["version"],
+                           seed=params["seed"], device=x.device)
     adversary.apgd_targeted.n_target_classes = params["n_target_classes"]
     adversary.fab.n_target_classes = params["n_target_classes"]
-    _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
-    return y_adv == y
+    # AutoAttack reseeds the global generators; keep them as they were for whatever runs next
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=y.numel())
+    return y_adv
 
 
-def attack_correct(
-    model: InferenceModel, key: str, params: dict[str, Any], x: Tensor, y: Tensor, batch_size: int,
-    generator: torch.Generator,
+def attack_predictions(
+    model: InferenceModel, key: str, params: dict[str, Any], x: Tensor, y: Tensor, generator: torch.Generator,
 ) -> Tensor:
-    """Per-sample correctness of ``model`` under attack ``key`` for one batch (x float in [0, 1])."""
+    """Labels ``model`` predicts for one batch (x float in [0, 1]) under attack ``key``."""
     if key == "aa":
-        return _autoattack_correct(model, x, y, params, batch_size)
+        return _autoattack_predictions(model, x, y, params)
     if key != "clean":
-        loss_fn = ce_loss if params["loss"] == "ce" else lambda z, t: cw_loss(z, t, params["kappa"])
+        loss_fn = ce_loss if params["loss"] == "ce" else functools.partial(cw_loss, kappa=params["kappa"])
         x = pgd(model, x, y, eps=params["eps"], step_size=params["step_size"], steps=params["steps"],
                 loss_fn=loss_fn, start=params["start"], generator=generator)
     with torch.no_grad():
-        return model(x).argmax(1) == y
+        return model(x).argmax(1)
 
 
 def package_versions() -> dict[str, str]:
-    out = {"ltbench": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    for name in ("pyautoattack", "torchvision"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "missing"
-    return out
+    return {"ltbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "pyautoattack": package_version("pyautoattack"), "torchvision": package_version("torchvision")}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _drop_stale(record: dict[str, Any], wanted: dict[str, dict[str, Any]], totals: list[int],
+                progress: Progress) -> None:
+    """Remove results computed with other parameters or on other test images: a record has one setting."""
+    stale = [key for key, res in record["attacks"].items()
+             if key not in wanted or res.get("params") != wanted[key] or res.get("per_class_total") != totals]
+    for key in stale:
+        del record["attacks"][key]
+    if stale:
+        progress.log(f"  dropped earlier results of {', '.join(stale)} (other parameters or test images)")
+
+
+def run_attack(
+    model: InferenceModel, key: str, params: dict[str, Any], x_all: Tensor, y_all: Tensor, *, seed: int,
+    batch_size: int, progress: Progress,
+) -> Tensor:
+    """Predicted labels for every image under attack ``key``, batch by batch with a progress bar.
+
+    AutoAttack also runs batch by batch (pyautoattack would otherwise take every image in one call),
+    so its bar advances; each batch gets the full standard attack.
+    """
+    generator = torch.Generator(device=y_all.device).manual_seed(seed + zlib.crc32(key.encode()))
+    task = progress.task(f"eval {key}", total=y_all.numel(), transient=True)
+    preds = []
+    for start in range(0, y_all.numel(), batch_size):
+        x, y = to_float(x_all[start:start + batch_size]), y_all[start:start + batch_size]
+        preds.append(attack_predictions(model, key, params, x, y, generator))
+        task.advance(y.numel())
+    task.close()
+    return torch.cat(preds)
 
 
 def evaluate(
@@ -104,50 +173,48 @@ def evaluate(
     out_path: Path | None,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Run ``attacks`` on the stratified first-``n`` test images, saving ``record`` after each attack.
+    """Run ``attacks`` on the stratified first-``n`` test images (all for None), saving after each attack.
 
-    Attacks already in ``record`` with the same parameters and sample count are skipped.
+    Attacks already in ``record`` with the same parameters and test images are skipped; results of
+    other parameters or images are dropped, so that the record describes one setting.
     """
-    model.eval()
+    check_attacks(attacks, data.num_classes)
     idx = stratified_first_n(data.y_test, n, data.num_classes)
     x_all, y_all = data.x_test[idx], data.y_test[idx]
+    totals = torch.bincount(y_all.cpu(), minlength=data.num_classes).tolist()
+    wanted = {key: attack_params(key, eps, step_size, data.num_classes, seed) for key in ATTACK_KEYS}
     record["n_test"] = idx.numel()
     record["subset"] = "all" if idx.numel() == data.y_test.numel() else "stratified-first-n"
+    record["subset_rule"] = SUBSET_RULE
     record.setdefault("attacks", {})
-    for key in attacks:
-        params = attack_params(key, eps, step_size, data.num_classes, seed)
-        done = record["attacks"].get(key)
-        if done is not None and done.get("params") == params and sum(done["per_class_total"]) == idx.numel():
-            continue
-        generator = torch.Generator(device=y_all.device).manual_seed(seed + zlib.crc32(key.encode()))
-        began = time.perf_counter()
-        task = progress.task(f"eval {key}", total=idx.numel(), transient=True)
-        correct = []
-        for start in range(0, idx.numel(), batch_size):
-            x, y = to_float(x_all[start:start + batch_size]), y_all[start:start + batch_size]
-            correct.append(attack_correct(model, key, params, x, y, batch_size, generator))
-            task.advance(y.numel())
-        task.close()
-        summary = accuracy_summary(torch.cat(correct), y_all, data.class_counts)
-        record["attacks"][key] = {**summary, "seconds": time.perf_counter() - began, "params": params}
-        if out_path is not None:
-            store.write_json(out_path, record)
-        progress.log(f"  {key:>6}: {summary['acc']:.2%} (tail {summary['tail']:.2%})")
+    _drop_stale(record, wanted, totals, progress)
+    with eval_mode(model):
+        for key in attacks:
+            if key in record["attacks"]:
+                progress.log(f"  {key:>6}: {record['attacks'][key]['acc']:.2%} (done earlier, same settings)")
+                continue
+            began = time.perf_counter()
+            pred = run_attack(model, key, wanted[key], x_all, y_all, seed=seed, batch_size=batch_size,
+                              progress=progress)
+            summary = accuracy_summary(pred, y_all, data.class_counts)
+            seconds = time.perf_counter() - began
+            record["attacks"][key] = {**summary, "seconds": seconds, "params": wanted[key],
+                                      "batch_size": batch_size, "device": device_name(y_all.device)}
+            record["attacks"] = {k: record["attacks"][k] for k in ATTACK_KEYS if k in record["attacks"]}
+            if out_path is not None:
+                store.write_json(out_path, record)
+            progress.log(f"  {key:>6}: {summary['acc']:.2%} (tail {summary['tail']:.2%}, worst "
+                         f"{summary['worst']:.2%}, {seconds:.1f} s)")
     return record
 
 
-def eval_record(config: dict[str, Any], checkpoint: str, device: torch.device) -> dict:
-    """The header of eval.json; ``evaluate`` adds the sample count, subset and attacks."""
+def eval_record(config: dict[str, Any], checkpoint: str, epoch: int, device: torch.device) -> dict[str, Any]:
+    """The header of eval.json; ``evaluate`` adds the test images and the attacks."""
     return {
         "run_id": config["run_id"],
         "config": config["config"],
         "checkpoint": checkpoint,
-        "subset_rule": "first ceil(n/C) test images of every class, in test-set order (no randomness)",
+        "epoch": epoch,
         "versions": package_versions(),
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "device": device_name(device),
     }
-
-
-def check_n(n: int | None) -> None:
-    if n is not None and n <= 0:
-        raise InputError(f"--n must be a positive number of test images, got {n}")

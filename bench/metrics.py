@@ -1,9 +1,10 @@
-"""Accuracy summaries from per-sample correctness: per class, head/mid/tail, worst, balanced."""
+"""Accuracy summaries from predicted labels: per class, head/mid/tail, worst class, balanced robustness."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,32 +17,36 @@ def class_groups(class_counts: Sequence[int]) -> dict[str, list[int]]:
     return {"head": order[:third], "mid": order[third:len(order) - third], "tail": order[len(order) - third:]}
 
 
-def accuracy_summary(correct: Tensor, labels: Tensor, class_counts: Sequence[int]) -> dict:
-    """Overall and per-class accuracy with head/mid/tail means, worst class and balanced robustness.
+def _mean(values: list[float]) -> float:
+    present = [v for v in values if not math.isnan(v)]
+    return sum(present) / len(present) if present else math.nan
 
-    ``balanced`` is the mean of per-class accuracies (TAET's balanced robustness, arXiv 2503.01924);
-    classes without test samples are left out of the means.
+
+def accuracy_summary(pred: Tensor, labels: Tensor, class_counts: Sequence[int]) -> dict[str, Any]:
+    """Overall and per-class accuracy, head/mid/tail means, worst class and balanced robustness.
+
+    ``balanced`` is the mean of per-class accuracies, TAET's balanced robustness (arXiv 2503.01924);
+    ``confusion`` counts true class (rows) against predicted class (columns). Classes without test
+    images are NaN and left out of every mean.
     """
     num_classes = len(class_counts)
-    labels = labels.cpu()
-    per_correct = torch.bincount(labels, weights=correct.cpu().double(), minlength=num_classes).long().tolist()
-    per_total = torch.bincount(labels, minlength=num_classes).tolist()
+    labels, pred = labels.cpu(), pred.cpu()
+    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, -1)
+    per_correct = confusion.diagonal().tolist()
+    per_total = confusion.sum(1).tolist()
     per_acc = [c / t if t else math.nan for c, t in zip(per_correct, per_total, strict=True)]
-    present = [a for a in per_acc if not math.isnan(a)]
-
-    def mean_of(classes: list[int]) -> float:
-        values = [per_acc[c] for c in classes if not math.isnan(per_acc[c])]
-        return sum(values) / len(values) if values else math.nan
-
-    out = {
+    out: dict[str, Any] = {
         "acc": sum(per_correct) / max(sum(per_total), 1),
         "per_class_acc": per_acc,
         "per_class_correct": per_correct,
         "per_class_total": per_total,
     }
-    out.update({name: mean_of(classes) for name, classes in class_groups(class_counts).items()})
+    for name, classes in class_groups(class_counts).items():
+        out[name] = _mean([per_acc[c] for c in classes])
+    present = [a for a in per_acc if not math.isnan(a)]
     out["worst"] = min(present) if present else math.nan
-    out["balanced"] = sum(present) / len(present) if present else math.nan
+    out["balanced"] = _mean(per_acc)
+    out["confusion"] = confusion.tolist()
     return out
 
 

@@ -45,4 +45,4 @@ class Progress:
         return Task(self._rich, self._rich.add_task(description, total=total, completed=completed), transient)
 
     def log(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, soft_wrap=True)

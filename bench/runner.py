@@ -13,7 +13,7 @@ from bench import store
 from bench.config import RunConfig
 from bench.data import ImageData, LongTailData, load_dataset, long_tail_data
 from bench.errors import BenchError
-from bench.evaluate import check_suite, eval_record, evaluate
+from bench.evaluate import EVAL_BATCH_SIZE, TestCount, check_suite, eval_record, evaluate
 from bench.inference import InferenceModel
 from bench.progress import Progress
 from bench.train import build_trainee, train
@@ -78,30 +78,41 @@ def run_one(
 
 def evaluate_checkpoint(
     run_dir: Path, cfg: RunConfig, data: LongTailData, net: torch.nn.Module, method: Any, checkpoint: str,
-    device: torch.device, progress: Progress, *, suite: str | None = None, n: int | None = -1,
-    batch_size: int = 500,
+    device: torch.device, progress: Progress, *, suite: str | None = None, n: TestCount = None,
+    batch_size: int = EVAL_BATCH_SIZE, eps: float | None = None, step_size: float | None = None,
 ) -> dict[str, Any]:
-    """Load ``ckpt/<checkpoint>.pt`` into ``net``/``method`` and run the suite, writing eval(-best).json."""
+    """Load ``ckpt/<checkpoint>.pt`` into ``net``/``method`` and run the suite, writing eval(-best).json.
+
+    ``suite`` and ``n`` default to the run's (``n="all"``: every test image); ``eps`` and ``step_size``
+    to the run's, where an ``eps`` override alone brings the protocol's step eps/4.
+    """
     state = store.load_checkpoint(run_dir / store.CKPT_DIR / f"{checkpoint}.pt", device)
     net.load_state_dict(state["model"])
     method.load_state_dict(state["method"])
     out_path = run_dir / store.eval_file(checkpoint)
-    config = store.read_json(run_dir / store.CONFIG_FILE)
-    record = store.read_json(out_path) if out_path.exists() else eval_record(config, checkpoint, device)
-    record["epoch"] = state["epoch"]
+    earlier = store.read_json(out_path) if out_path.exists() else {}
+    if earlier.get("attacks") and earlier.get("epoch") != state["epoch"]:
+        progress.log(f"{out_path.name} holds another epoch's results; evaluating the checkpoint afresh")
+        earlier = {}
+    header = eval_record(store.read_json(run_dir / store.CONFIG_FILE), checkpoint, state["epoch"], device)
+    record = {**header, "attacks": earlier.get("attacks", {})}
+    if step_size is None:
+        step_size = cfg.step_size if eps is None else eps / 4
     progress.log(f"{cfg.run_id}: evaluating the {checkpoint} checkpoint (epoch {state['epoch'] + 1})")
     return evaluate(
-        InferenceModel(net, method), data, attacks=check_suite(suite or cfg.eval_suite), eps=cfg.eps,
-        step_size=cfg.step_size, seed=cfg.seed, n=cfg.eval_n if n == -1 else n, batch_size=batch_size,
+        InferenceModel(net, method), data, attacks=check_suite(suite or cfg.eval_suite),
+        eps=cfg.eps if eps is None else eps, step_size=step_size, seed=cfg.seed,
+        n=None if n == "all" else cfg.eval_n if n is None else n, batch_size=batch_size,
         record=record, out_path=out_path, progress=progress,
     )
 
 
 def evaluate_run(
-    run_dir: Path, *, data_root: str | None, device: torch.device, progress: Progress, suite: str | None = None,
-    n: int | None = -1, batch_size: int = 500, checkpoint: str = "last",
+    run_dir: Path, *, data_root: str | None, device: torch.device, progress: Progress,
+    suite: str | None = None, n: TestCount = None, batch_size: int = EVAL_BATCH_SIZE,
+    checkpoint: str = "last", eps: float | None = None, step_size: float | None = None,
 ) -> dict[str, Any]:
-    """``bench eval``: evaluate a trained run's checkpoint (``n=-1``: the run's configured sample count)."""
+    """``bench eval``: evaluate a trained run's checkpoint; see ``evaluate_checkpoint`` for the defaults."""
     run_dir = Path(run_dir)
     if not (run_dir / store.CONFIG_FILE).exists():
         raise BenchError(f"{run_dir} is not a run folder (no {store.CONFIG_FILE}); pass results/<run_id>")
@@ -111,4 +122,4 @@ def evaluate_run(
     data = run_data(cfg, data_root, device)
     trainee = build_trainee(cfg, data, device)
     return evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, checkpoint, device, progress,
-                               suite=suite, n=n, batch_size=batch_size)
+                               suite=suite, n=n, batch_size=batch_size, eps=eps, step_size=step_size)

@@ -69,12 +69,13 @@ class RBLAttack:
 
     ``mode="logit"`` (ltbench extension, not in the paper or the code): CE(z + tau * log w, y) per sample,
     so the weights act inside the softmax and change the perturbation direction. Sign: a class the model
-    under-predicts has a small a_c, hence a small E_c and a large w_c, so log w_c is its largest offset. The
-    input gradient of CE(z + o, y) is sum_k (softmax(z + o)_k - 1[k = y]) grad z_k: maximising it raises
-    every wrong class's logit in proportion to that class's *adjusted* probability. ADDING log w_c therefore
-    gives the under-predicted classes more of the push, so the AEs drift toward them and the histogram of
-    the AEs' predicted labels flattens (higher entropy). Subtracting would favour the over-predicted classes
-    and sharpen the histogram instead.
+    under-predicts has a small a_c, hence a small E_c and a large w_c. The input gradient of CE(z + o, y) is
+    sum_{k != y} p_k (grad z_k - grad z_y) with p = softmax(z + o), i.e. p_k proportional to w_k^tau exp(z_k):
+    maximising it raises each wrong class's logit in proportion to its *adjusted* probability. ADDING
+    tau * log w_c therefore aims the attack at the under-predicted classes, the AEs drift toward them and the
+    histogram of the AEs' predicted labels flattens (higher entropy); subtracting would aim it at the
+    over-predicted classes and sharpen the histogram. Caveat: a class with a_c = 0 gets v_c = 1e5, so its
+    offset exceeds the others' by about log(1e5 / E) nats and the attack becomes nearly targeted at it.
     """
 
     def __init__(self, class_counts: Tensor, mode: str = "official", tau: float = 1.0):

@@ -50,7 +50,12 @@ def soft_kl(clean_logits: Tensor, adv_logits: Tensor) -> Tensor:
 class RoBal(Method):
     summary = "RoBal: cosine head, margin + prior CE on the AEs + TRADES KL; N: test-time prior subtraction"
     params = (
-        Param("variant", "N", "N: test logits 10*cos - tau_p*log pi; R: the training classifier", ("N", "R")),
+        Param(
+            "variant",
+            "N",
+            "N: test logits test_scale*cos - tau_p*log pi; R: the training classifier",
+            choices=("N", "R"),
+        ),
         Param("m", 0.1, "base margin subtracted from the target-class cosine"),
         Param("s", 10.0, "cosine scale inside the training loss"),
         Param("tau_m", 0.0, "class-aware margin strength: m_c = m + tau_m * log(n_c / n_min) / s"),

@@ -41,20 +41,27 @@ def tail_mask(num_classes: int) -> Tensor:
     return torch.arange(num_classes) >= num_classes - num_classes // 3
 
 
-def _anchor_terms(features: Tensor, y: Tensor, class_counts: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
-    """KL matrix K (M x B), pair weights W (M x B) and same-class mask (M x B) for the M tail anchors."""
-    anchors = tail_mask(len(class_counts)).to(y.device)[y]
-    if not anchors.any():
-        return None
+def _pair_terms(features: Tensor, y: Tensor, class_counts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """B x B matrices K[b, j] = KL(P_b || Q_j), W[b, j] and same-class mask, and the tail-anchor row mask.
+
+    Every row is computed and non-anchor rows are masked out afterwards: no data-dependent branch, no sync.
+    """
     log_q = F.log_softmax(features, dim=1)
-    log_p = log_q[anchors].detach()
+    log_p = log_q.detach()
     p = log_p.exp()
     kl = (p * log_p).sum(1, keepdim=True) - p @ log_q.T
     n = class_counts.to(features.dtype)
     u = (n.sum() / n).sqrt()
-    weights = u[y[anchors]][:, None] + u[y][None, :]
-    same = y[anchors][:, None] == y[None, :]
-    return kl, weights, same
+    weights = u[y][:, None] + u[y][None, :]
+    same = y[:, None] == y[None, :]
+    anchors = tail_mask(len(class_counts)).to(y.device)[y]
+    return kl, weights, same, anchors
+
+
+def _anchor_mean(per_anchor: Tensor, anchors: Tensor) -> Tensor:
+    """Mean of ``per_anchor`` over the tail anchors; 0 when the batch has none."""
+    mask = anchors.to(per_anchor.dtype)
+    return (per_anchor * mask).sum() / mask.sum().clamp(min=1)
 
 
 def tail_official(features: Tensor, y: Tensor, class_counts: Tensor) -> Tensor:
@@ -63,15 +70,12 @@ def tail_official(features: Tensor, y: Tensor, class_counts: Tensor) -> Tensor:
     Each anchor's KL is first reduced to one scalar (mean over batch x feature dims), then multiplied by
     (1/B) sum_j s_bj W_bj with s = -1 for same-class pairs and +1 otherwise; averaged over the M anchors.
     """
-    terms = _anchor_terms(features, y, class_counts)
-    if terms is None:
-        return features.sum() * 0
-    kl, weights, same = terms
+    kl, weights, same, anchors = _pair_terms(features, y, class_counts)
     batch, dims = features.shape
     kbar = kl.sum(1) / (batch * dims)
     sign = 1 - 2 * same.to(features.dtype)
     omega = (sign * weights).sum(1) / batch
-    return (kbar * omega).mean()
+    return _anchor_mean(kbar * omega, anchors)
 
 
 def tail_paper(features: Tensor, y: Tensor, class_counts: Tensor) -> Tensor:
@@ -81,12 +85,9 @@ def tail_paper(features: Tensor, y: Tensor, class_counts: Tensor) -> Tensor:
     pairs together and pushes tail anchors away from other classes (unbounded; the core stops on a non-finite
     loss).
     """
-    terms = _anchor_terms(features, y, class_counts)
-    if terms is None:
-        return features.sum() * 0
-    kl, weights, same = terms
+    kl, weights, same, anchors = _pair_terms(features, y, class_counts)
     sign = 2 * same.to(features.dtype) - 1
-    return (sign * weights * kl).mean(1).mean()
+    return _anchor_mean((sign * weights * kl).mean(1), anchors)
 
 
 TAIL_VARIANTS = {"official": tail_official, "paper": tail_paper}

@@ -28,9 +28,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from bench.cli import data_cmd, eval_cmd, list_cmd, run_cmd
+    from bench.cli import data_cmd, eval_cmd, grid_cmd, list_cmd, perf_cmd, report_cmd, run_cmd
 
-    for module in (run_cmd, eval_cmd, list_cmd, data_cmd):
+    for module in (run_cmd, eval_cmd, grid_cmd, report_cmd, list_cmd, data_cmd, perf_cmd):
         main.add_command(module.command)
 
 

@@ -13,7 +13,7 @@ from bench.models.resnet import preact_resnet18, resnet18
 from bench.models.wrn import wrn_28_10, wrn_34_10
 
 ARCHS: dict[str, tuple[Callable[[int], tuple[nn.Module, int]], str]] = {
-    "cnn-small": (cnn_small, "4-layer CNN, 128-d features; fast on CPU (28x28 and 32x32)"),
+    "cnn-small": (cnn_small, "3 stride-2 conv blocks (32-64-128), 128-d features; fast on CPU"),
     "resnet18": (resnet18, "CIFAR ResNet-18 (3x3 stem, no max-pool), 512-d features"),
     "preact-resnet18": (preact_resnet18, "PreAct ResNet-18, 512-d features"),
     "wrn-28-10": (wrn_28_10, "WideResNet-28-10, dropout 0, 640-d features"),

@@ -1,0 +1,41 @@
+# ltbench: `make demo` runs the main job on Fashion-MNIST-LT; `make test` runs the test suite.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install fashion-mnist demo test lint perf clean
+
+install: $(VENV)/.installed fashion-mnist
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+fashion-mnist:
+	@if [ -d $(FASHION_MNIST) ]; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'" \
+		     "or put its IDX files in data/fashion-mnist/"; \
+	fi
+
+demo: install
+	$(BIN)/bench run --methods reat,robal --dataset fashion-mnist --ur 100 --preset quick
+	$(BIN)/bench report results/ -o reports/demo
+
+test: install
+	$(BIN)/ruff check bench methods tests
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check bench methods tests
+
+perf: install
+	$(BIN)/bench perf
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,142 @@
+"""``bench grid``: expand a grid file and train its runs with local workers or SLURM jobs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench.cli.options import data_root_option, device_option, parse_settings, progress_option, set_option
+from bench.config import RunConfig
+from bench.errors import BenchError, InputError
+from bench.grid.executors import Report, SlurmOptions, run_local, run_slurm
+from bench.grid.spec import changed_params, expand, load_grid
+from bench.grid.task import (
+    DONE_EARLIER,
+    FAILED,
+    LOCKED,
+    TRAINED,
+    RunResult,
+    RunTask,
+    finished_result,
+    run_status,
+)
+from bench.runner import resolve_device
+
+STYLE = {"done": "green", "partial": "yellow", "failed": "red", "todo": "default", TRAINED: "green",
+         DONE_EARLIER: "green", LOCKED: "yellow"}
+#: wide enough for a run id and the method parameters of a sweep
+WIDTH = 180
+
+
+def _percent(acc: float | None) -> str:
+    return "-" if acc is None else f"{100 * acc:.2f}"
+
+
+def plan_table(configs: Sequence[RunConfig], statuses: dict[str, str]) -> Table:
+    """The expanded runs that ``--dry-run`` lists."""
+    table = Table(title=f"{len(configs)} runs")
+    for col in ("run_id", "dataset", "arch", "UR", "method", "params", "status"):
+        table.add_column(col, justify="right" if col == "UR" else "left", no_wrap=col == "run_id")
+    for cfg in configs:
+        status = statuses[cfg.run_id]
+        params = ", ".join(f"{k}={v}" for k, v in changed_params(cfg).items())
+        table.add_row(cfg.run_id, cfg.dataset, cfg.arch, f"{cfg.ur:g}", cfg.method, escape(params),
+                      f"[{STYLE[status]}]{status}")
+    return table
+
+
+def summary_table(configs: Sequence[RunConfig], results: dict[str, RunResult]) -> Table:
+    """One row per run: how it ended and its clean / PGD-20 accuracy (%)."""
+    table = Table(title="grid summary: clean / PGD-20 accuracy (%)")
+    for col in ("run", "status", "clean", "PGD-20"):
+        table.add_column(col, justify="right" if col in ("clean", "PGD-20") else "left", no_wrap=col == "run")
+    for cfg in configs:
+        res = results[cfg.run_id]
+        status = f"{res.status}: {res.message}" if res.message else res.status
+        table.add_row(cfg.run_id, f"[{STYLE[res.status]}]{escape(status)}", _percent(res.clean),
+                      _percent(res.pgd20))
+    return table
+
+
+def reporter(total: int, console: Console) -> Report:
+    """A callback that prints one line per finished run, numbered."""
+    finished = 0
+
+    def report(res: RunResult) -> None:
+        nonlocal finished
+        finished += 1
+        accs = "" if res.clean is None else f" (clean {_percent(res.clean)}%, PGD-20 {_percent(res.pgd20)}%)"
+        line = f"[{finished}/{total}] {res.run_id}: {res.status}{accs} {res.message}"
+        console.print(line.rstrip(), highlight=False, markup=False)
+
+    return report
+
+
+@click.command("grid")
+@click.argument("grid")
+@click.option("--dry-run", is_flag=True, help="list the expanded runs and their status; train nothing")
+@click.option("--preset", default=None, help="override the file's preset for every run (e.g. smoke)")
+@set_option
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="retrain runs that already finished")
+@device_option
+@data_root_option
+@progress_option
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="local worker processes (each trains its runs one after another on one device)")
+@click.option("--partition", default=None, help="SLURM partition [grid file [slurm] partition]")
+@click.option("--time", "time_min", type=int, default=None, help="SLURM time limit per run in minutes [1440]")
+@click.option("--gpus", type=int, default=None, help="GPUs per SLURM job [1]")
+@click.option("--cpus", type=int, default=None, help="CPUs per SLURM task [8]")
+@click.option("--array-parallelism", type=int, default=None, help="SLURM jobs running at once [64]")
+@click.option("--cluster", type=click.Choice(["slurm", "local", "debug"]), default="slurm", show_default=True,
+              help="submitit backend of --executor slurm; local and debug run the same jobs on this machine")
+def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, ...], out: Path, force: bool,
+            device: str, data_root: str | None, progress: bool, executor: str, workers: int,
+            partition: str | None, time_min: int | None, gpus: int | None, cpus: int | None,
+            array_parallelism: int | None, cluster: str) -> None:
+    """Train every run of GRID: a grid file or a shipped grid's name.
+
+    Finished runs are skipped, partial ones resume from their checkpoint, failed ones are retried; a lock
+    file per run keeps two workers off the same run. Exits 1 when a run failed.
+    """
+    flags = {"partition": partition, "time": time_min, "gpus": gpus, "cpus": cpus,
+             "array_parallelism": array_parallelism}
+    if executor == "local" and any(v is not None for v in flags.values()):
+        raise InputError("--partition/--time/--gpus/--cpus/--array-parallelism need --executor slurm")
+    spec = load_grid(grid)
+    fields, params = parse_settings(settings)
+    configs = expand(spec, preset=preset, fields=fields, params=params)
+    statuses = {cfg.run_id: run_status(out / cfg.run_id) for cfg in configs}
+    counts = Counter(statuses.values())
+    console = Console(width=WIDTH)
+    overview = (f"{len(configs)} runs: {counts['done']} already done, {counts['partial']} partial, "
+                f"{counts['failed']} failed, {counts['todo']} to do")
+    if dry_run:
+        console.print(plan_table(configs, statuses))
+        console.print(overview, highlight=False)
+        return
+    slurm = SlurmOptions.merge(spec.slurm, flags)
+    todo = [cfg for cfg in configs if force or statuses[cfg.run_id] != "done"]
+    results = {cfg.run_id: finished_result(out / cfg.run_id) for cfg in configs if cfg not in todo}
+    console.print(f"grid {spec.source}: {overview}; running {len(todo)} ({executor})", highlight=False)
+    tasks = [RunTask(cfg, out, data_root, device, force, progress) for cfg in todo]
+    report = reporter(len(tasks), Console(stderr=True, width=WIDTH))
+    if executor == "slurm":
+        ran = run_slurm(tasks, out, slurm, report, console.print, cluster=cluster) if tasks else []
+    else:
+        resolve_device(device)  # fail before any run starts
+        ran = run_local(tasks, workers, report)
+    results |= {res.run_id: res for res in ran}
+    console.print(summary_table(configs, results))
+    failed = sum(res.status == FAILED for res in results.values())
+    if failed:
+        raise BenchError(f"{failed} of {len(configs)} runs failed (see the `failed` file in each run "
+                         "folder); rerun the grid to retry them")

@@ -1,0 +1,232 @@
+"""Grid files (TOML) and their expansion into validated RunConfigs."""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bench.config import RunConfig, build_config
+from bench.errors import InputError
+from methods import get_method
+
+AXES = ("datasets", "archs", "urs", "methods", "seeds")
+KEYS = (*AXES, "preset", "suite", "set", "sweep", "exclude", "slurm")
+#: run fields an ``exclude`` rule may name, besides METHOD.PARAM
+RULE_FIELDS = ("dataset", "arch", "ur", "method", "seed")
+SLURM_KEYS = ("partition", "time", "gpus", "cpus", "array_parallelism")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A parsed grid file; ``expand`` turns it into runs."""
+
+    source: str
+    datasets: tuple[str, ...]
+    archs: tuple[str, ...]
+    urs: tuple[float, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    preset: str
+    suite: str | None
+    settings: dict[str, Any]  # [set]: field or METHOD.PARAM -> value
+    sweeps: dict[str, dict[str, list[Any]]]  # method -> param -> values
+    exclude: tuple[dict[str, Any], ...]  # flat rules: field or METHOD.PARAM -> value or list of values
+    slurm: dict[str, Any]
+
+
+def shipped_grids() -> list[str]:
+    """Names of the grids shipped in ``bench/grids``."""
+    folder = resources.files("bench") / "grids"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_grid(name_or_path: str) -> GridSpec:
+    """A grid file by path, or a shipped grid by name (``paper-main``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return parse_grid(path.read_text(), str(path))
+    name = name_or_path.removesuffix(".toml")
+    if name in shipped_grids():
+        return parse_grid((resources.files("bench") / "grids" / f"{name}.toml").read_text(), name)
+    raise InputError(f"no grid file {name_or_path!r} and no shipped grid of that name; "
+                     f"shipped grids: {', '.join(shipped_grids())}")
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"reat": {"lambda": x}}`` and ``{"reat.lambda": x}`` both become ``{"reat.lambda": x}``."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _table(data: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise InputError(f"{source}: {key} must be a table, e.g. [{key}]")
+    return dict(value)
+
+
+def _axis(data: Mapping[str, Any], key: str, source: str, kind: type) -> tuple[Any, ...]:
+    if key not in data:
+        if key == "seeds":
+            return (0,)
+        raise InputError(f"{source}: missing {key} = [...]")
+    values = data[key]
+    if not isinstance(values, list) or not values:
+        raise InputError(f"{source}: {key} must be a non-empty list, e.g. {key} = [{values!r}]")
+    if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        what = "strings" if kind is str else "numbers"
+        raise InputError(f"{source}: {key} must hold {what}, got {values}")
+    return tuple(values)
+
+
+def _method_param(key: str, methods: Sequence[str], where: str) -> tuple[str, str]:
+    """Split METHOD.PARAM, checking that the grid runs METHOD and that METHOD has PARAM."""
+    method, _, param = key.partition(".")
+    if method not in methods:
+        raise InputError(f"{where} names method {method!r}, which is not in methods = {list(methods)}")
+    names = [p.name for p in get_method(method).params]
+    if param not in names:
+        raise InputError(f"{where}: method {method!r} has no parameter {param!r}; its parameters: "
+                         f"{', '.join(names) or '(none)'}")
+    return method, param
+
+
+def _sweeps(data: Mapping[str, Any], methods: Sequence[str], source: str) -> dict[str, dict[str, list[Any]]]:
+    sweeps: dict[str, dict[str, list[Any]]] = {}
+    for key, values in _flatten(_table(data, "sweep", source)).items():
+        method, param = _method_param(key, methods, f"{source}: [sweep] {key}")
+        if not isinstance(values, list) or not values:
+            raise InputError(f"{source}: [sweep] {key} must be a non-empty list of values")
+        sweeps.setdefault(method, {})[param] = values
+    return sweeps
+
+
+def _rules(data: Mapping[str, Any], methods: Sequence[str], source: str) -> tuple[dict[str, Any], ...]:
+    rules = data.get("exclude", [])
+    if not isinstance(rules, list) or not all(isinstance(r, Mapping) and r for r in rules):
+        raise InputError(f'{source}: exclude must be a list of non-empty tables, e.g. '
+                         f'exclude = [{{ method = "robal", dataset = "cifar100" }}]')
+    flat = [_flatten(rule) for rule in rules]
+    for rule in flat:
+        for key in rule:
+            if "." in key:
+                _method_param(key, methods, f"{source}: exclude rule {rule}")
+            elif key not in RULE_FIELDS:
+                raise InputError(f"{source}: exclude rule key {key!r} is unknown; valid keys: "
+                                 f"{', '.join(RULE_FIELDS)} and METHOD.PARAM")
+    return tuple(flat)
+
+
+def parse_grid(text: str, source: str) -> GridSpec:
+    """Validate a grid file's text (``source`` names it in error messages)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{source} is not valid TOML: {err}") from None
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise InputError(f"{source}: unknown key(s) {unknown}; valid keys: {', '.join(KEYS)}")
+    methods = _axis(data, "methods", source, str)
+    for name in methods:
+        get_method(name)
+    slurm = _table(data, "slurm", source)
+    if set(slurm) - set(SLURM_KEYS):
+        raise InputError(f"{source}: unknown [slurm] key(s) {sorted(set(slurm) - set(SLURM_KEYS))}; "
+                         f"valid keys: {', '.join(SLURM_KEYS)}")
+    settings = _flatten(_table(data, "set", source))
+    for key in settings:
+        if "." in key:
+            _method_param(key, methods, f"{source}: [set] {key}")
+    for key in ("preset", "suite"):
+        if not isinstance(data.get(key, ""), str):
+            raise InputError(f"{source}: {key} must be a string, e.g. {key} = \"quick\"")
+    return GridSpec(
+        source=source, datasets=_axis(data, "datasets", source, str), archs=_axis(data, "archs", source, str),
+        urs=tuple(float(u) for u in _axis(data, "urs", source, int | float)), methods=methods,
+        seeds=_axis(data, "seeds", source, int), preset=data.get("preset", "quick"), suite=data.get("suite"),
+        settings=settings, sweeps=_sweeps(data, methods, source),
+        exclude=_rules(data, methods, source), slurm=slurm,
+    )
+
+
+def _split(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Config-field overrides and per-method parameters from flat ``[set]`` keys."""
+    fields: dict[str, Any] = {}
+    per_method: dict[str, dict[str, Any]] = {}
+    for key, value in settings.items():
+        method, dot, param = key.partition(".")
+        if dot:
+            per_method.setdefault(method, {})[param] = value
+        else:
+            fields[key] = value
+    return fields, per_method
+
+
+def _points(sweep: Mapping[str, list[Any]]) -> Iterator[dict[str, Any]]:
+    """Every combination of a method's swept parameters (one empty point without a sweep)."""
+    for values in itertools.product(*sweep.values()):
+        yield dict(zip(sweep, values, strict=True))
+
+
+def run_value(cfg: RunConfig, key: str) -> Any:
+    """The value a rule key takes for ``cfg`` (None for another method's parameter)."""
+    method, dot, param = key.partition(".")
+    if dot:
+        return cfg.method_params.get(param) if cfg.method == method else None
+    return getattr(cfg, key)
+
+
+def matches(rule: Mapping[str, Any], cfg: RunConfig) -> bool:
+    """True when ``cfg`` matches every key of ``rule`` (a list value matches any of its items)."""
+    for key, want in rule.items():
+        value = run_value(cfg, key)
+        if value is None or value not in (want if isinstance(want, list) else [want]):
+            return False
+    return True
+
+
+def expand(
+    spec: GridSpec, *, preset: str | None = None, fields: Mapping[str, Any] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[RunConfig]:
+    """The grid's runs in file order, without duplicates.
+
+    ``preset``, config-field overrides ``fields`` and per-method parameters ``params`` (what ``--set`` gives)
+    override the file for every run.
+    """
+    file_fields, file_params = _split(spec.settings)
+    cli_fields, cli_params = dict(fields or {}), dict(params or {})
+    stray = sorted(set(cli_params) - set(spec.methods))
+    if stray:
+        raise InputError(f"--set names method(s) {stray} that the grid does not run: "
+                         f"{', '.join(spec.methods)}")
+    overrides = ({"eval_suite": spec.suite} if spec.suite else {}) | file_fields | cli_fields
+    runs: dict[str, RunConfig] = {}
+    for dataset, arch, ur, method, seed in itertools.product(
+        spec.datasets, spec.archs, spec.urs, spec.methods, spec.seeds
+    ):
+        for point in _points(spec.sweeps.get(method, {})):
+            params = file_params.get(method, {}) | point | cli_params.get(method, {})
+            cfg = build_config(method=method, dataset=dataset, ur=ur, arch=arch, preset=preset or spec.preset,
+                               seed=seed, overrides=overrides, method_params=params)
+            if not any(matches(rule, cfg) for rule in spec.exclude):
+                runs.setdefault(cfg.run_id, cfg)
+    if not runs:
+        raise InputError(f"{spec.source}: the grid expands to no runs (every run is excluded)")
+    return list(runs.values())
+
+
+def changed_params(cfg: RunConfig) -> dict[str, Any]:
+    """The run's method parameters that differ from the method's defaults."""
+    defaults = get_method(cfg.method).defaults(cfg.dataset)
+    return {k: v for k, v in cfg.method_params.items() if defaults.get(k) != v}

@@ -1,0 +1,202 @@
+"""Read a results tree: finished runs with their eval records, and runs that are unfinished or failed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import BenchError, InputError
+from bench.report.labels import attack_sort_key, method_labels, method_sort_key
+
+#: eval record read for each checkpoint
+EVAL_FILES = {"last": "eval.json", "best": "eval-best.json"}
+#: per-attack fields the report needs
+_ATTACK_FIELDS = ("acc", "head", "mid", "tail", "worst", "balanced")
+_CONFIG_FIELDS = ("dataset", "arch", "ur", "method", "seed")
+#: columns of ``collect``'s frame
+COLUMNS = ["run_id", "dataset", "arch", "ur", "method", "method_label", "seed", "attack", *_ATTACK_FIELDS,
+           "per_class_acc", "classes", "class_counts"]
+
+
+@dataclass(frozen=True)
+class RunProblem:
+    """A run folder the report cannot use: ``status`` is ``unfinished`` or ``failed``."""
+
+    run_id: str
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run and the eval record of the chosen checkpoint."""
+
+    run_id: str
+    path: Path
+    config: dict[str, Any]
+    classes: list[str]
+    class_counts: list[int]
+    attacks: dict[str, dict[str, Any]]
+
+
+class _Unusable(Exception):
+    """A finished run whose records cannot be read; the message is the reason."""
+
+
+def scan(results_dir: str | Path, checkpoint: str = "last") -> tuple[list[Run], list[RunProblem]]:
+    """Read every run folder (one holding config.json, at any depth) under ``results_dir``, sorted by path."""
+    if checkpoint not in EVAL_FILES:
+        raise InputError(f"checkpoint must be one of {', '.join(EVAL_FILES)}, got {checkpoint!r}")
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise InputError(f"results directory {root} does not exist")
+    runs, problems = [], []
+    for folder in sorted(path.parent for path in root.rglob("config.json")):
+        item = _read_run(folder, EVAL_FILES[checkpoint])
+        (runs if isinstance(item, Run) else problems).append(item)
+    return runs, problems
+
+
+def collect(results_dir: str | Path, checkpoint: str = "last") -> pd.DataFrame:
+    """One row per (finished run, attack); accuracies are fractions as in eval.json.
+
+    Columns: ``COLUMNS``. ``method_label`` is the method plus the parameters that tell its runs
+    apart (see ``labels.method_labels``). Raises BenchError when no run is finished.
+    """
+    runs, _ = scan(results_dir, checkpoint)
+    return runs_frame(runs, results_dir)
+
+
+def problem_runs(results_dir: str | Path, checkpoint: str = "last") -> list[RunProblem]:
+    """Runs that are unfinished (no ``done``) or failed (``failed`` marker, unreadable records).
+
+    As in the grid, ``done`` wins over a ``failed`` marker (a rerun finished).
+    """
+    return scan(results_dir, checkpoint)[1]
+
+
+def runs_frame(runs: list[Run], results_dir: str | Path) -> pd.DataFrame:
+    """The ``collect`` frame of already scanned runs."""
+    if not runs:
+        raise BenchError(f"no finished runs under {results_dir}; run `bench run` or `bench grid` first")
+    labels = method_labels({r.run_id: r.config for r in runs})
+    rows = []
+    for run in sorted(runs, key=lambda r: _run_sort_key(r, labels[r.run_id])):
+        c = run.config
+        for attack in sorted(run.attacks, key=attack_sort_key):
+            res = run.attacks[attack]
+            rows.append({
+                "run_id": run.run_id, "dataset": c["dataset"], "arch": c["arch"], "ur": float(c["ur"]),
+                "method": c["method"], "method_label": labels[run.run_id], "seed": int(c["seed"]),
+                "attack": attack, **{k: float(res[k]) for k in _ATTACK_FIELDS},
+                "per_class_acc": [float(v) for v in res["per_class_acc"]],
+                "classes": run.classes, "class_counts": run.class_counts,
+            })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _run_sort_key(run: Run, label: str) -> tuple:
+    c = run.config
+    return (c["dataset"], c["arch"], float(c["ur"]), method_sort_key(label), int(c["seed"]), run.run_id)
+
+
+def load_metrics(run: Run) -> pd.DataFrame | None:
+    """The run's ``metrics.jsonl`` as a frame (one row per epoch, the last line of a repeated epoch wins).
+
+    Lines that do not parse (a line cut by a kill) are ignored; None when nothing is readable.
+    """
+    try:
+        lines = (run.path / "metrics.jsonl").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "epoch" in record:
+            records.append(record)
+    if not records:
+        return None
+    return pd.DataFrame(records).drop_duplicates("epoch", keep="last").sort_values("epoch", ignore_index=True)
+
+
+def _read_run(folder: Path, eval_name: str) -> Run | RunProblem:
+    if not (folder / "done").exists():
+        failed = folder / "failed"
+        if failed.exists():
+            return RunProblem(folder.name, "failed", _one_line(failed.read_text(errors="replace")))
+        return RunProblem(folder.name, "unfinished", _progress(folder))
+    try:
+        meta, record = _load_json(folder / "config.json"), _load_json(folder / eval_name)
+        return _make_run(folder, meta, record, eval_name)
+    except _Unusable as e:
+        return RunProblem(folder.name, "failed", str(e))
+
+
+def _one_line(message: str) -> str:
+    """A failure message on one line: a traceback's last line, else the lines joined; at most 300 chars."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "failed (empty `failed` file)"
+    text = lines[-1] if lines[0].startswith("Traceback") else " ".join(lines)
+    return text if len(text) <= 300 else "…" + text[-299:]
+
+
+def _progress(folder: Path) -> str:
+    metrics = folder / "metrics.jsonl"
+    logged = sum(1 for line in metrics.read_text(errors="replace").splitlines() if line.strip()) \
+        if metrics.exists() else 0
+    try:
+        total = json.loads((folder / "config.json").read_text())["config"]["epochs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        total = "?"
+    return f"no `done` marker ({logged} of {total} epochs in metrics.jsonl)"
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _Unusable(f"{path.name} not found") from None
+    except (OSError, ValueError) as e:
+        raise _Unusable(f"unreadable {path.name}: {e}") from None
+
+
+def _field(record: Any, key: str, where: str) -> Any:
+    if not isinstance(record, dict) or key not in record:
+        raise _Unusable(f"{where} lacks {key!r}")
+    return record[key]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _make_run(folder: Path, meta: Any, record: Any, eval_name: str) -> Run:
+    config = _field(meta, "config", "config.json")
+    for key in _CONFIG_FIELDS:
+        _field(config, key, "config.json config")
+    if not (_is_number(config["ur"]) and isinstance(config["seed"], int)):
+        raise _Unusable("config.json: ur must be a number and seed a whole number")
+    classes, counts = _field(meta, "classes", "config.json"), _field(meta, "class_counts", "config.json")
+    if not (isinstance(classes, list) and isinstance(counts, list) and len(classes) == len(counts)
+            and all(isinstance(n, int) for n in counts)):
+        raise _Unusable("config.json: classes and class_counts (whole numbers) must be lists of one length")
+    attacks = _field(record, "attacks", eval_name)
+    if not isinstance(attacks, dict) or not attacks:
+        raise _Unusable(f"{eval_name} has no attacks")
+    for name, res in attacks.items():
+        where = f"{eval_name} attack {name!r}"
+        per_class = _field(res, "per_class_acc", where)
+        if not all(_is_number(_field(res, key, where)) for key in _ATTACK_FIELDS):
+            raise _Unusable(f"{where}: accuracies must be numbers")
+        if not (isinstance(per_class, list) and len(per_class) == len(classes)
+                and all(map(_is_number, per_class))):
+            raise _Unusable(f"{where}: per_class_acc must hold {len(classes)} numbers (one per class)")
+    return Run(folder.name, folder, config, [str(c) for c in classes], [int(n) for n in counts], attacks)

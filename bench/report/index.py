@@ -1,0 +1,96 @@
+"""``write_report``: tables, figures and an ``index.md`` linking them, with the runs used and the problems."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from bench.report.collect import EVAL_FILES, RunProblem, runs_frame, scan
+from bench.report.figures import FigureFile, write_figures
+from bench.report.files import write_text
+from bench.report.labels import method_palette
+from bench.report.tables import Table, build_tables, runs_csv, to_csv, to_latex, to_markdown
+
+
+def write_report(results_dir: str | Path, out_dir: str | Path, checkpoint: str = "last", *,
+                 per_class_attack: str = "pgd20") -> Path:
+    """Write the report of the finished runs under ``results_dir`` into ``out_dir``; return its index.md.
+
+    ``checkpoint`` picks eval.json ("last") or eval-best.json ("best"). Outputs: ``tables/accuracy_<group>``
+    as .md/.csv/.tex per dataset/arch/UR, ``tables/runs.csv``, ``figures/*.png`` and ``.pdf``, and
+    ``index.md``. Every file is written atomically. Raises BenchError when no run is finished.
+    """
+    runs, problems = scan(results_dir, checkpoint)
+    df = runs_frame(runs, results_dir)
+    out = Path(out_dir)
+    tables = build_tables(df)
+    table_files = [(t, _write_table(t, out / "tables", checkpoint)) for t in tables]
+    runs_file = write_text(out / "tables" / "runs.csv", runs_csv(df))
+    palette = method_palette(df["method_label"])
+    figures, skipped = write_figures(df, runs, out / "figures", palette, checkpoint, per_class_attack)
+    text = _index(out, Path(results_dir), checkpoint, df, table_files, runs_file, figures, skipped, problems)
+    return write_text(out / "index.md", text)
+
+
+def _write_table(table: Table, folder: Path, checkpoint: str) -> list[Path]:
+    stem = f"accuracy_{table.slug}"
+    return [write_text(folder / f"{stem}.md", to_markdown(table)),
+            write_text(folder / f"{stem}.csv", to_csv(table)),
+            write_text(folder / f"{stem}.tex", to_latex(table, checkpoint))]
+
+
+def _link(path: Path, out: Path, text: str | None = None) -> str:
+    rel = path.relative_to(out).as_posix()
+    return f"[{text or rel}]({rel})"
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
+           table_files: list[tuple[Table, list[Path]]], runs_file: Path, figures: list[FigureFile],
+           skipped: list[str], problems: list[RunProblem]) -> str:
+    try:
+        source = Path(os.path.relpath(results.resolve(), out.resolve())).as_posix()
+    except ValueError:  # another drive
+        source = results.name
+    runs = df.drop_duplicates("run_id")
+    lines = [
+        "# ltbench report", "",
+        f"Results: `{source}` (relative to this file); checkpoint **{checkpoint}** "
+        f"(`{EVAL_FILES[checkpoint]}`); "
+        f"{len(runs)} finished runs used, {len(problems)} unfinished or failed (listed at the end).", "",
+        "Accuracies in %. Tables: mean ± sample std over seeds (std only with more than one seed; "
+        "`(n=k)` when only k seeds have that attack); **bold** = best mean in the column; "
+        "*tail* = mean per-class accuracy of the last third of the classes "
+        "(C//3, ordered by training count).",
+        "", "## Tables", "",
+    ]
+    for table, paths in table_files:
+        md, csv, tex = paths
+        lines += [f"### {table.title}", "", to_markdown(table),
+                  f"- Accuracy table, {table.title}: {_link(md, out)} · {_link(csv, out, 'CSV')} "
+                  f"(numeric `<metric>_mean`, `<metric>_std`, `n_seeds`, `best`) · "
+                  f"{_link(tex, out, 'LaTeX')} (booktabs)", ""]
+    lines += [f"- {_link(runs_file, out)}: every run and attack (accuracy, head, mid, tail, worst, balanced "
+              "and per-class accuracy, in %).", "", "## Figures", ""]
+    for fig in figures:
+        png, *rest = fig.paths
+        others = " ".join(f"({_link(p, out, p.suffix[1:].upper())})" for p in rest)
+        lines.append(f"- {_link(png, out)} {others}: {fig.caption}")
+    if skipped:
+        lines += ["", "Skipped figures (their data is absent):", ""] + [f"- {s}" for s in skipped]
+    lines += ["", "## Runs used", "", "| Run | Method | Dataset | Arch | UR | Seed |",
+              "|:--|:--|:--|:--|--:|--:|"]
+    lines += [f"| `{r.run_id}` | {_cell(r.method_label)} | {r.dataset} | {r.arch} | {r.ur:g} | {r.seed} |"
+              for r in runs.itertuples()]
+    lines += ["", "## Unfinished or failed runs", ""]
+    if problems:
+        lines += ["| Run | Status | Reason |", "|:--|:--|:--|"]
+        lines += [f"| `{p.run_id}` | {p.status} | {_cell(p.reason)} |" for p in problems]
+    else:
+        lines.append("None.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny CIFAR-format dataset files built on the fly."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_cifar10(root: Path, train_per_class: int = 20, test_per_class: int = 10, seed: int = 0) -> Path:
+    """A CIFAR-10 folder in torchvision's python-pickle layout with random images."""
+    rng = np.random.RandomState(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.repeat(np.arange(10), train_per_class)
+    rng.shuffle(labels)
+    images = rng.randint(0, 256, size=(labels.size, 3072), dtype=np.uint8)
+    for i, part in enumerate(np.array_split(np.arange(labels.size), 5), start=1):
+        with open(folder / f"data_batch_{i}", "wb") as fh:
+            pickle.dump({"data": images[part], "labels": labels[part].tolist()}, fh)
+    test_labels = np.tile(np.arange(10), test_per_class)
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump({"data": rng.randint(0, 256, size=(test_labels.size, 3072), dtype=np.uint8),
+                     "labels": test_labels.tolist()}, fh)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": [f"class{c}" for c in range(10)]}, fh)
+    return root
+
+
+def write_cifar100(root: Path, train_per_class: int = 5, test_per_class: int = 2, seed: int = 0) -> Path:
+    """A CIFAR-100 folder in torchvision's python-pickle layout with random images."""
+    rng = np.random.RandomState(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = np.repeat(np.arange(100), per_class)
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": rng.randint(0, 256, size=(labels.size, 3072), dtype=np.uint8),
+                         "fine_labels": labels.tolist()}, fh)
+    with open(folder / "meta", "wb") as fh:
+        pickle.dump({"fine_label_names": [f"c{c}" for c in range(100)]}, fh)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding tiny CIFAR-10 and CIFAR-100 datasets."""
+    root = tmp_path_factory.mktemp("data")
+    write_cifar10(root)
+    write_cifar100(root)
+    return root
+
+
+@pytest.fixture
+def tiny_args(cifar_root: Path) -> list[str]:
+    """`bench run` options that make a run on the tiny CIFAR-10 take a second or two."""
+    return ["--data-root", str(cifar_root), *TINY]
+
+
+TINY = ["--preset", "smoke", "--dataset", "cifar10", "--ur", "10", "--set", "steps=1", "--set", "eval_n=20",
+        "--set", "epoch_eval_n=20", "--set", "batch_size=32", "--no-progress"]

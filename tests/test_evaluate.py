@@ -1,0 +1,337 @@
+"""The evaluator on a tiny 4-class model: attack sanity, inference path, metrics, resume and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch import Tensor, nn
+
+import bench.evaluate as ev
+from bench.attacks import pgd
+from bench.cli import main
+from bench.data import LongTailData, to_float
+from bench.errors import InputError
+from bench.inference import InferenceModel
+from bench.metrics import accuracy_summary, class_groups
+from bench.progress import Progress
+from methods.base import Method
+
+C = 4
+TRAIN_COUNTS = [60, 30, 15, 8]
+TEST_PER_CLASS = 40
+EPS = 0.05
+QUIET = Progress(enabled=False)
+#: the paper suite's record and per-sample predictions
+Paper = tuple[dict[str, Any], dict[str, Tensor]]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny tensors on a shared CPU: one thread avoids OpenMP contention (AutoAttack is 20x faster)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy_images(counts: list[int], gen: torch.Generator, templates: Tensor) -> tuple[Tensor, Tensor]:
+    """uint8 8x8 images: a +-1 class template at amplitude 0.2 around grey plus Gaussian noise."""
+    y = torch.arange(C).repeat_interleave(torch.tensor(counts))
+    x = 0.5 + 0.2 * templates[y] + 0.4 * torch.randn(y.numel(), 1, 8, 8, generator=gen)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
+
+
+@pytest.fixture(scope="module")
+def data() -> LongTailData:
+    gen = torch.Generator().manual_seed(0)
+    templates = torch.randn(C, 1, 8, 8, generator=gen).sign()
+    x_train, y_train = toy_images(TRAIN_COUNTS, gen, templates)
+    x_test, y_test = toy_images([TEST_PER_CLASS] * C, gen, templates)
+    return LongTailData("toy", ("a", "b", "c", "d"), 7.5, x_train, y_train, x_test, y_test)
+
+
+@pytest.fixture(scope="module")
+def net(data: LongTailData) -> nn.Module:
+    """A small MLP trained briefly on the long-tailed toy set: accurate, partly robust at EPS."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, C))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(100):
+        loss = F.cross_entropy(model(to_float(data.x_train)), data.y_train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def plain(net: nn.Module) -> InferenceModel:
+    return InferenceModel(net, Method({}, TRAIN_COUNTS))
+
+
+class Shifted(Method):
+    """A logit adjustment at inference: a large bonus for the last (tail) class."""
+
+    def predict(self, logits: Tensor) -> Tensor:
+        return logits + torch.tensor([0.0, 0.0, 0.0, 6.0])
+
+
+def run_eval(model: nn.Module, data: LongTailData, attacks: tuple[str, ...], *, eps: float = EPS,
+             record: dict[str, Any] | None = None, out_path: Path | None = None, n: int | None = None,
+             batch_size: int = 200) -> dict[str, Any]:
+    return ev.evaluate(model, data, attacks=attacks, eps=eps, step_size=eps / 4, seed=0, n=n,
+                       batch_size=batch_size, record={} if record is None else record, out_path=out_path,
+                       progress=QUIET)
+
+
+@pytest.fixture(scope="module")
+def paper(net: nn.Module, data: LongTailData) -> Paper:
+    """The paper suite's record and every attack's per-sample predictions (captured from the run)."""
+    preds: dict[str, Tensor] = {}
+    original = ev.attack_predictions
+
+    def capture(model: InferenceModel, key: str, *args: Any) -> Tensor:
+        preds[key] = original(model, key, *args)
+        return preds[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "attack_predictions", capture)
+        record = run_eval(plain(net), data, ev.SUITES["paper"])
+    return record, preds
+
+
+# --- attack sanity ----------------------------------------------------------------------------------
+
+def test_eps_zero_gives_clean_accuracy_for_every_attack(net: nn.Module, data: LongTailData) -> None:
+    record = run_eval(plain(net), data, ev.SUITES["full"], eps=0.0)
+    clean = record["attacks"]["clean"]["per_class_correct"]
+    assert 0 < sum(clean) < C * TEST_PER_CLASS
+    for key in ev.ATTACK_KEYS:
+        assert record["attacks"][key]["per_class_correct"] == clean, key
+
+
+def test_paper_suite_is_ordered_and_not_trivial(paper: Paper) -> None:
+    acc = {key: res["acc"] for key, res in paper[0]["attacks"].items()}
+    assert list(acc) == ["clean", "pgd20", "pgd100", "cw100", "aa"]
+    assert 0.2 < acc["aa"] < acc["pgd20"] < acc["clean"] < 1
+    assert acc["pgd100"] <= acc["pgd20"] + 0.01
+    assert acc["aa"] <= acc["pgd20"] + 0.01
+    assert acc["aa"] <= min(acc["pgd100"], acc["cw100"]) + 0.01
+
+
+def test_autoattack_robust_only_where_clean_correct(
+    paper: Paper, data: LongTailData
+) -> None:
+    preds = paper[1]
+    clean_ok, aa_ok = preds["clean"] == data.y_test, preds["aa"] == data.y_test
+    assert (aa_ok <= clean_ok).all()
+    assert aa_ok.sum() < clean_ok.sum()
+
+
+def test_autoattack_targets_fit_the_class_count(data: LongTailData) -> None:
+    assert ev.attack_params("aa", EPS, EPS / 4, 4, 0)["n_target_classes"] == 3
+    assert ev.attack_params("aa", EPS, EPS / 4, 100, 0)["n_target_classes"] == 9
+    with pytest.raises(InputError, match="at least 4 classes"):
+        ev.check_attacks(("clean", "aa"), 3)
+    ev.check_attacks(ev.SUITES["fast"], 3)
+
+
+def test_autoattack_params_record_the_standard_version(paper: Paper) -> None:
+    params = paper[0]["attacks"]["aa"]["params"]
+    assert params["version"] == "standard" and params["norm"] == "Linf" and params["eps"] == EPS
+    assert params["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert params["package"].startswith("pyautoattack ")
+
+
+def test_suite_parameters_follow_the_protocol() -> None:
+    assert ev.SUITES["fast"] == ("clean", "pgd20")
+    assert ev.SUITES["full"] == ev.ATTACK_KEYS
+    pgd = ev.attack_params("pgd100", 8 / 255, 2 / 255, 10, 3)
+    assert (pgd["steps"], pgd["loss"], pgd["start"], pgd["step_size"]) == (100, "ce", "uniform", 2 / 255)
+    cw = ev.attack_params("cw100", 8 / 255, 2 / 255, 10, 3)
+    assert (cw["steps"], cw["loss"], cw["kappa"]) == (100, "cw", 50.0)
+    fgsm = ev.attack_params("fgsm", 8 / 255, 2 / 255, 10, 3)
+    assert (fgsm["steps"], fgsm["step_size"], fgsm["start"]) == (1, 8 / 255, "none")
+
+
+# --- the inference path ---------------------------------------------------------------------------
+
+def test_logit_adjustment_is_attacked_through(net: nn.Module, data: LongTailData) -> None:
+    adjusted = InferenceModel(net, Shifted({}, TRAIN_COUNTS))
+    record = run_eval(adjusted, data, ("clean", "pgd20"))["attacks"]
+    x, y = to_float(data.x_test), data.y_test
+    with torch.no_grad():
+        assert record["clean"]["acc"] == pytest.approx((adjusted(x).argmax(1) == y).float().mean().item())
+        assert record["clean"]["acc"] != pytest.approx((net(x).argmax(1) == y).float().mean().item())
+    assert record["pgd20"]["acc"] < record["clean"]["acc"] - 0.1
+
+    params = ev.attack_params("pgd20", EPS, EPS / 4, C, 0)
+    through = ev.attack_predictions(adjusted, "pgd20", params, x, y, torch.Generator().manual_seed(1))
+    x_net = pgd(net, x, y, eps=EPS, step_size=EPS / 4, steps=20, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        around = adjusted(x_net).argmax(1)
+    acc_through, acc_around = (through == y).float().mean().item(), (around == y).float().mean().item()
+    assert abs(acc_through - record["pgd20"]["acc"]) <= 0.02
+    assert acc_through < acc_around - 0.05
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+
+def test_per_class_numbers_sum_to_the_overall(paper: Paper) -> None:
+    groups = class_groups(TRAIN_COUNTS)
+    assert groups == {"head": [0], "mid": [1, 2], "tail": [3]}
+    for key, res in paper[0]["attacks"].items():
+        correct, total = res["per_class_correct"], res["per_class_total"]
+        assert total == [TEST_PER_CLASS] * C, key
+        assert res["acc"] == pytest.approx(sum(correct) / sum(total))
+        assert res["per_class_acc"] == pytest.approx([c / t for c, t in zip(correct, total, strict=True)])
+        for name, classes in groups.items():
+            assert res[name] == pytest.approx(sum(res["per_class_acc"][c] for c in classes) / len(classes))
+        assert res["worst"] == min(res["per_class_acc"])
+        assert res["balanced"] == pytest.approx(sum(res["per_class_acc"]) / C)
+        confusion = torch.tensor(res["confusion"])
+        assert confusion.sum(1).tolist() == total and confusion.diagonal().tolist() == correct
+
+
+def test_class_groups_are_thirds_by_training_count() -> None:
+    ten = class_groups(list(range(100, 0, -10)))
+    assert ten == {"head": [0, 1, 2], "mid": [3, 4, 5, 6], "tail": [7, 8, 9]}
+    hundred = class_groups(list(range(200, 100, -1)))
+    assert (hundred["head"], hundred["tail"]) == (list(range(33)), list(range(67, 100)))
+    assert class_groups([5, 50, 20, 10, 40, 30]) == {"head": [1, 4], "mid": [5, 2], "tail": [3, 0]}
+
+
+def test_balanced_differs_from_overall_on_an_unbalanced_subset() -> None:
+    labels = torch.tensor([0, 0, 0, 1])
+    summary = accuracy_summary(torch.tensor([0, 0, 0, 0]), labels, [3, 1, 1])
+    assert summary["acc"] == 0.75 and summary["balanced"] == 0.5 and summary["worst"] == 0.0
+    assert math.isnan(summary["per_class_acc"][2]) and math.isnan(summary["tail"])
+
+
+# --- saving, resume and progress -------------------------------------------------------------------
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count attack batches; clean/pgd20 stay real."""
+    seen: list[str] = []
+    original = ev.attack_predictions
+
+    def counting(model: InferenceModel, key: str, *args: Any) -> Tensor:
+        seen.append(key)
+        return original(model, key, *args)
+
+    monkeypatch.setattr(ev, "attack_predictions", counting)
+    return seen
+
+
+def test_resume_skips_attacks_done_with_the_same_settings(
+    net: nn.Module, data: LongTailData, calls: list[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "eval.json"
+    record = run_eval(plain(net), data, ("clean", "pgd20"), out_path=out)
+    assert calls == ["clean", "pgd20"]
+    saved = json.loads(out.read_text())
+    assert saved["attacks"]["pgd20"]["acc"] == record["attacks"]["pgd20"]["acc"]
+    assert saved["n_test"] == C * TEST_PER_CLASS and saved["subset"] == "all"
+
+    run_eval(plain(net), data, ("clean", "pgd20"), record=saved, out_path=out)
+    assert calls == ["clean", "pgd20"]
+
+    changed = run_eval(plain(net), data, ("clean", "pgd20"), record=saved, out_path=out, eps=EPS / 2)
+    assert calls == ["clean", "pgd20", "pgd20"]
+    assert changed["attacks"]["pgd20"]["params"]["eps"] == EPS / 2
+
+    fewer = run_eval(plain(net), data, ("clean",), record=changed, out_path=out, n=8)
+    assert calls[3:] == ["clean"]
+    assert list(fewer["attacks"]) == ["clean"]
+    assert fewer["n_test"] == 8 and fewer["subset"] == "stratified-first-n"
+    assert fewer["attacks"]["clean"]["per_class_total"] == [2] * C
+
+
+def test_each_attack_is_saved_when_it_finishes(
+    net: nn.Module, data: LongTailData, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval.json"
+    original = ev.attack_predictions
+
+    def crash_in_pgd(model: InferenceModel, key: str, *args: Any) -> Tensor:
+        if key == "pgd20":
+            raise KeyboardInterrupt
+        return original(model, key, *args)
+
+    monkeypatch.setattr(ev, "attack_predictions", crash_in_pgd)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(plain(net), data, ("clean", "pgd20"), out_path=out)
+    assert list(json.loads(out.read_text())["attacks"]) == ["clean"]
+
+
+class RecordingProgress(Progress):
+    def __init__(self) -> None:
+        super().__init__(enabled=False)
+        self.advances: list[tuple[str, int]] = []
+
+    def task(self, description: str, total: int, completed: int = 0, transient: bool = False) -> Any:
+        outer, inner = self, super().task(description, total, completed, transient)
+
+        class Recorded:
+            def advance(self, steps: int = 1) -> None:
+                outer.advances.append((description, steps))
+                inner.advance(steps)
+
+            def close(self) -> None:
+                inner.close()
+
+        return Recorded()
+
+
+def test_autoattack_runs_in_chunks_that_advance_the_bar(
+    net: nn.Module, data: LongTailData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+
+    def fake_aa(model: InferenceModel, key: str, params: dict, x: Tensor, y: Tensor, gen: Any) -> Tensor:
+        sizes.append(y.numel())
+        return y
+
+    monkeypatch.setattr(ev, "attack_predictions", fake_aa)
+    progress = RecordingProgress()
+    ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=None, batch_size=64,
+                record={}, out_path=None, progress=progress)
+    assert sizes == [64, 64, 32]
+    assert progress.advances == [("eval aa", 64), ("eval aa", 64), ("eval aa", 32)]
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+def test_bench_eval_writes_the_record_and_prints_the_table(cifar_root: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    common = ["--data-root", str(cifar_root), "--no-progress", "--device", "cpu"]
+    tiny = ["--preset", "smoke", "--dataset", "cifar10", "--ur", "10", "--set", "steps=1",
+            "--set", "eval_n=20", "--set", "epoch_eval_n=20", "--set", "batch_size=32"]
+    trained = runner.invoke(main, ["run", "--methods", "pgd-at", *tiny, "--out", str(tmp_path), *common])
+    assert trained.exit_code == 0, trained.output
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+
+    args = ["eval", str(run_dir), "--suite", "fast", "--n", "30", "--eps", "0", *common]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((run_dir / "eval.json").read_text())
+    assert record["n_test"] == 30 and record["subset"] == "stratified-first-n" and record["subset_rule"]
+    assert record["checkpoint"] == "last" and set(record["versions"]) >= {"torch", "pyautoattack", "ltbench"}
+    pgd = record["attacks"]["pgd20"]
+    assert pgd["params"]["eps"] == 0.0 and pgd["params"]["step_size"] == 0.0 and pgd["seconds"] >= 0
+    assert pgd["per_class_correct"] == record["attacks"]["clean"]["per_class_correct"]
+    assert "balanced" in result.output and "class9" in result.output
+
+    again = runner.invoke(main, args)
+    assert again.exit_code == 0 and again.output.count("done earlier") == 2
+
+    bad = runner.invoke(main, ["eval", str(run_dir), "--n", "0", *common])
+    assert bad.exit_code == 2 and "positive number" in bad.output

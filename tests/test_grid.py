@@ -1,0 +1,368 @@
+"""Grids: TOML expansion, shipped grids, locks, resume, local and SLURM (submitit debug) executors, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bench import store
+from bench.cli import main
+from bench.config import build_config
+from bench.errors import BenchError, InputError
+from bench.grid import locks
+from bench.grid.executors import SlurmOptions, cpu_threads, run_local, run_slurm, worker_device
+from bench.grid.spec import expand, load_grid, parse_grid
+from bench.grid.task import DONE_EARLIER, LOCKED, TRAINED, RunTask, execute, run_status
+from bench.progress import Progress
+
+#: a run of the tiny grid takes a second or two: one epoch, PGD-1 training, 10 test images
+TINY_GRID = """
+datasets = ["cifar10"]
+archs = ["cnn-small"]
+urs = [10]
+methods = ["pgd-at", "at-bsl"]
+preset = "quick"
+
+[set]
+epochs = 1
+eval_n = 10
+epoch_eval_n = 10
+batch_size = 32
+"""
+#: the flags every training test adds (the preset and a --set override the file)
+TINY_FLAGS = ["--preset", "smoke", "--set", "steps=1", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CIFAR-10 folder in the python-pickle layout: 10 random train and 2 test images per class."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.RandomState(0)
+    labels = np.repeat(np.arange(10), 10)
+    for i, part in enumerate(np.array_split(np.arange(labels.size), 5), start=1):
+        images = rng.randint(0, 256, (part.size, 3072), dtype=np.uint8)
+        batch = {"data": images, "labels": labels[part].tolist()}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
+    test_labels = np.tile(np.arange(10), 2)
+    images = rng.randint(0, 256, (test_labels.size, 3072), dtype=np.uint8)
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": images, "labels": test_labels.tolist()}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{c}" for c in range(10)]}))
+    return root
+
+
+@pytest.fixture
+def grid_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_GRID)
+    return path
+
+
+def bench(*args: str | Path):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def tiny_configs():
+    return expand(parse_grid(TINY_GRID, "tiny"), preset="smoke", fields={"steps": 1})
+
+
+def fingerprints(run_dir: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every file below ``run_dir``."""
+    return {str(p.relative_to(run_dir)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def write_lock(run_dir: Path, pid: int, host: str | None = None) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / locks.LOCK_FILE
+    path.write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid, "time": time.time()}))
+    return path
+
+
+class Log(Progress):
+    """A Progress without bars that keeps its log lines."""
+
+    def __init__(self) -> None:
+        super().__init__(enabled=False)
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+# --- expansion -------------------------------------------------------------------------------------------
+
+def test_cartesian_product_with_exclusions():
+    spec = parse_grid("""
+        datasets = ["cifar10", "cifar100"]
+        archs = ["cnn-small"]
+        urs = [10, 100]
+        methods = ["pgd-at", "robal", "reat"]
+        seeds = [0, 1]
+        exclude = [{ method = "robal", dataset = "cifar100" }, { ur = 100, seed = 1 }]
+    """, "test")
+    runs = expand(spec)
+    # 2 x 2 x 3 x 2 = 24; robal on cifar100: 4; UR 100 seed 1: 6, one of them already gone
+    assert len(runs) == 24 - 4 - 5
+    assert not [c for c in runs if c.method == "robal" and c.dataset == "cifar100"]
+    assert not [c for c in runs if c.ur == 100 and c.seed == 1]
+    assert len({c.run_id for c in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("sweep", ["[sweep.reat]\nlambda = [0.5, 1.0, 2.0]",
+                                   '[sweep]\n"reat.lambda" = [0.5, 1.0, 2.0]'])
+def test_sweep_multiplies_only_its_method(sweep):
+    spec = parse_grid(f'datasets = ["cifar10"]\narchs = ["cnn-small"]\nurs = [10]\n'
+                      f'methods = ["pgd-at", "reat"]\n{sweep}\n', "test")
+    runs = expand(spec)
+    assert [c.method for c in runs] == ["pgd-at", "reat", "reat", "reat"]
+    assert [c.method_params["lambda"] for c in runs[1:]] == [0.5, 1.0, 2.0]
+    assert runs[0].method_params == build_config(method="pgd-at", dataset="cifar10").method_params
+
+
+def test_method_param_rules_and_overrides():
+    spec = parse_grid("""
+        datasets = ["cifar10"]
+        archs = ["cnn-small"]
+        urs = [10]
+        methods = ["pgd-at", "reat"]
+        preset = "quick"
+        suite = "paper"
+        [set]
+        epochs = 3
+        "reat.rbl_mode" = "logit"
+        [sweep.reat]
+        variant = ["official", "paper"]
+        lambda = [0.5, 1.0]
+        [[exclude]]
+        "reat.variant" = "official"
+        "reat.lambda" = [0.5]
+    """, "test")
+    runs = expand(spec, preset="smoke", fields={"epochs": 2}, params={"reat": {"rbl_tau": 2.0}})
+    reat = [c for c in runs if c.method == "reat"]
+    assert len(runs) == 1 + 3 and {c.method for c in runs} == {"pgd-at", "reat"}
+    assert {(c.method_params["variant"], c.method_params["lambda"]) for c in reat} == {
+        ("official", 1.0), ("paper", 0.5), ("paper", 1.0)}
+    assert all(c.method_params["rbl_mode"] == "logit" and c.method_params["rbl_tau"] == 2.0 for c in reat)
+    assert all(c.preset == "smoke" and c.epochs == 2 and c.eval_suite == "paper" for c in runs)
+    with pytest.raises(InputError, match="not run"):
+        expand(spec, params={"trades": {"beta": 1.0}})
+
+
+BASE = 'datasets = ["cifar10"]\narchs = ["cnn-small"]\nurs = [10]\nmethods = ["reat"]\n'
+
+
+@pytest.mark.parametrize("text, message", [
+    (BASE.replace("datasets", "dataset"), "valid keys: datasets, archs, urs, methods, seeds"),
+    (BASE + "[sweep.reat]\nlamda = [1.0]", "no parameter 'lamda'"),
+    (BASE + "[sweep.trades]\nbeta = [1.0]", "not in methods"),
+    (BASE + "[sweep.reat]\nlambda = 1.0", "non-empty list"),
+    (BASE + 'exclude = [{ datset = "cifar10" }]', "valid keys: dataset, arch, ur, method, seed"),
+    (BASE + '[slurm]\nqueue = "gpu"', "valid keys: partition"),
+    (BASE.replace('"reat"', '"nope"'), "unknown method 'nope'"),
+    (BASE.replace("[10]", "10"), "non-empty list"),
+    (BASE + "[set]\nepochz = 1", "unknown config field"),
+    (BASE + '[set]\n"trades.beta" = 1.0', "not in methods"),
+    (BASE + "datasets = [", "not valid TOML"),
+])
+def test_bad_grid_files_name_the_valid_choices(text, message):
+    with pytest.raises(InputError, match=message):
+        expand(parse_grid(text, "test"))
+
+
+@pytest.mark.parametrize("name, count", [("paper-main", 84), ("ablation", 11), ("fmnist-quick", 14)])
+def test_shipped_grids_expand(name, count):
+    runs = expand(load_grid(name))
+    assert len(runs) == count == len({c.run_id for c in runs})
+    assert len(expand(load_grid(f"{name}.toml"))) == count
+
+
+def test_shipped_grid_contents():
+    paper = expand(load_grid("paper-main"))
+    assert {(c.dataset, c.arch, c.ur) for c in paper} == {
+        (d, a, u) for d in ("cifar10", "cifar100") for a in ("resnet18", "wrn-28-10") for u in (10, 50, 100)}
+    assert {c.preset for c in paper} == {"paper"} and {c.eval_suite for c in paper} == {"paper"}
+    assert len({c.method for c in paper}) == 7
+    ablation = expand(load_grid("ablation"))
+    reat = [c.method_params for c in ablation if c.method == "reat"]
+    assert sorted(c.method for c in ablation if c.method != "reat") == ["at-bsl", "rbl", "tail"]
+    assert {p["lambda"] for p in reat if p["variant"] == "official"} == {1.0}
+    assert {(p["lambda"], p["rbl_mode"]) for p in reat if p["variant"] == "paper"} == {
+        (lam, mode) for lam in (0.5, 1.0, 2.0) for mode in ("official", "logit")}
+    quick = expand(load_grid("fmnist-quick"))
+    assert {(c.preset, c.eval_suite, c.arch, c.seed) for c in quick} == {("quick", "fast", "cnn-small", 0)}
+
+
+def test_unknown_grid_lists_the_shipped_ones():
+    with pytest.raises(InputError, match="ablation, fmnist-quick, paper-main"):
+        load_grid("paper-mian")
+    result = bench("grid", "paper-mian", "--dry-run")
+    assert result.exit_code == 2 and "shipped grids" in result.output
+
+
+# --- dry run ---------------------------------------------------------------------------------------------
+
+def test_dry_run_lists_statuses_and_trains_nothing(tmp_path, grid_file):
+    out = tmp_path / "results"
+    done, partial = (out / c.run_id for c in tiny_configs())
+    for run_dir in (done, partial):
+        store.write_json(run_dir / store.CONFIG_FILE, {})
+    store.mark_done(done)
+    result = bench("grid", grid_file, "--dry-run", "--out", out, *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert done.name in result.output and partial.name in result.output
+    assert "done" in result.output and "partial" in result.output
+    assert "2 runs: 1 already done, 1 partial, 0 failed, 0 to do" in result.output
+    store.mark_failed(partial, "boom")
+    assert run_status(partial) == "failed" and run_status(out / "nothing") == "todo"
+    result = bench("grid", "fmnist-quick", "--dry-run", "--out", out, "--preset", "smoke")
+    assert "-smoke-" in result.output and "14 to do" in result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted([done.name, partial.name])
+
+
+# --- locks -----------------------------------------------------------------------------------------------
+
+def test_live_lock_skips_the_run(tmp_path):
+    cfg = tiny_configs()[0]
+    lock = write_lock(tmp_path / cfg.run_id, os.getpid())
+    before = lock.read_text()
+    result = execute(RunTask(cfg, tmp_path, None, "cpu"), Log())
+    assert result.status == LOCKED and f"locked by pid {os.getpid()}" in result.message
+    assert lock.read_text() == before and not (tmp_path / cfg.run_id / store.CONFIG_FILE).exists()
+
+
+def test_lock_staleness():
+    assert locks.LockInfo(socket.gethostname(), dead_pid(), 0.0).pid_gone()
+    assert not locks.LockInfo(socket.gethostname(), os.getpid(), 0.0).pid_gone()
+    assert not locks.LockInfo("another-host", dead_pid(), 0.0).pid_gone()
+
+
+def test_lock_from_another_host_is_stale_only_without_heartbeat(tmp_path):
+    path = write_lock(tmp_path / "run", dead_pid(), host="another-host")
+    holder = locks.read_lock(path)
+    assert not locks.is_stale(path, holder)
+    old = time.time() - locks.STALE_AFTER_S - 1
+    os.utime(path, (old, old))
+    assert locks.is_stale(path, holder)
+
+
+def test_stale_lock_is_taken_over_and_released(tmp_path, data_root):
+    cfg = tiny_configs()[0]
+    pid = dead_pid()
+    lock = write_lock(tmp_path / cfg.run_id, pid)
+    log = Log()
+    result = execute(RunTask(cfg, tmp_path, str(data_root), "cpu"), log)
+    assert result.status == TRAINED and result.clean is not None
+    assert any(f"took over the stale lock of pid {pid}" in line for line in log.lines)
+    assert store.is_done(tmp_path / cfg.run_id) and not lock.exists()
+
+
+def test_failing_run_releases_its_lock_and_the_grid_goes_on(tmp_path, grid_file, monkeypatch):
+    failing, passing = tiny_configs()
+
+    def fake_run_one(cfg, out, **kwargs):
+        assert (out / cfg.run_id / locks.LOCK_FILE).exists()
+        if cfg.run_id == failing.run_id:
+            raise BenchError("loss is NaN")
+        return {"attacks": {"clean": {"acc": 0.5}, "pgd20": {"acc": 0.25}}}
+
+    monkeypatch.setattr("bench.grid.task.run_one", fake_run_one)
+    result = bench("grid", grid_file, "--out", tmp_path, *TINY_FLAGS)
+    assert result.exit_code == 1
+    assert "1 of 2 runs failed" in result.output and "loss is NaN" in result.output
+    assert "50.00" in result.output and "25.00" in result.output
+    assert not list(tmp_path.rglob(locks.LOCK_FILE))
+
+
+# --- executors -------------------------------------------------------------------------------------------
+
+def test_resume_after_a_run_is_deleted(tmp_path, grid_file, data_root):
+    out = tmp_path / "results"
+    first = bench("grid", grid_file, "--out", out, "--data-root", data_root, "--workers", "2", *TINY_FLAGS)
+    assert first.exit_code == 0, first.output
+    deleted, kept = (out / c.run_id for c in tiny_configs())
+    assert store.is_done(deleted) and store.is_done(kept)
+    before = fingerprints(kept)
+    shutil.rmtree(deleted)
+    second = bench("grid", grid_file, "--out", out, "--data-root", data_root, *TINY_FLAGS)
+    assert second.exit_code == 0, second.output
+    assert "running 1 (local)" in second.output and f"[1/1] {deleted.name}: {TRAINED}" in second.output
+    assert DONE_EARLIER in second.output
+    assert store.is_done(deleted) and fingerprints(kept) == before
+
+
+def test_slurm_path_with_the_debug_executor(tmp_path, data_root):
+    cfg = tiny_configs()[1]
+    reported, logged = [], []
+    task = RunTask(cfg, tmp_path, str(data_root), "cpu")
+    results = run_slurm([task], tmp_path, SlurmOptions(partition="gpu"), reported.append, logged.append,
+                        cluster="debug", poll_s=0.1)
+    assert [r.status for r in results] == [TRAINED] and reported == results
+    assert store.is_done(tmp_path / cfg.run_id) and (tmp_path / "_slurm").is_dir()
+    assert "submitted 1 job(s) to debug" in logged[0]
+    result = bench("grid", "fmnist-quick", "--dry-run", "--out", tmp_path, "--executor", "slurm")
+    assert result.exit_code == 0
+
+
+def test_slurm_cli_skips_finished_runs(tmp_path, grid_file):
+    for cfg in tiny_configs():
+        record = {"attacks": {"clean": {"acc": 0.5}}}
+        store.write_json(tmp_path / cfg.run_id / store.eval_file("last"), record)
+        store.mark_done(tmp_path / cfg.run_id)
+    result = bench("grid", grid_file, "--out", tmp_path, "--executor", "slurm", "--cluster", "debug",
+                   "--time", "5", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert "running 0 (slurm)" in result.output and not (tmp_path / "_slurm").exists()
+
+
+def test_slurm_options_merge_file_and_flags():
+    options = SlurmOptions.merge({"partition": "a100", "time": 60}, {"time": 30, "gpus": None})
+    assert options == SlurmOptions(partition="a100", time=30)
+    with pytest.raises(InputError, match="time must be a whole number"):
+        SlurmOptions.merge({"time": "1h"}, {})
+    result = bench("grid", "fmnist-quick", "--partition", "gpu")
+    assert result.exit_code == 2 and "--executor slurm" in result.output
+
+
+def test_local_worker_devices_and_threads():
+    assert worker_device("cpu", 3) == "cpu"
+    cores = len(os.sched_getaffinity(0))
+    assert all(1 <= cpu_threads(n) and (n > cores or n * cpu_threads(n) <= cores) for n in (1, 2, 3, 64))
+    with pytest.raises(InputError):
+        run_local([], 0, print)
+
+
+# --- report ----------------------------------------------------------------------------------------------
+
+def test_report_command_calls_write_report(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_write_report(results_dir, out_dir, checkpoint="last"):
+        calls.append((Path(results_dir), Path(out_dir), checkpoint))
+        return Path(out_dir) / "index.md"
+
+    monkeypatch.setattr("bench.report.write_report", fake_write_report)
+    result = bench("report", tmp_path, "-o", tmp_path / "reports" / "main", "--checkpoint", "best")
+    assert result.exit_code == 0, result.output
+    assert calls == [(tmp_path, tmp_path / "reports" / "main", "best")]
+    assert str(tmp_path / "reports" / "main" / "index.md") in result.output
+    assert bench("report", tmp_path / "missing").exit_code == 2
