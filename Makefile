@@ -24,8 +24,7 @@ fashion-mnist:
 	fi
 
 demo: install
-	$(BIN)/bench run --methods reat,robal --dataset fashion-mnist --ur 100 --preset quick
-	$(BIN)/bench report results/ -o reports/demo
+	$(BIN)/bench run --methods reat,robal --dataset fashion-mnist --ur 100 --preset quick --report-dir reports/demo
 
 test: install
 	$(BIN)/ruff check bench methods tests

@@ -42,7 +42,7 @@ AA_MAX_TARGETS = 9
 AA_MIN_CLASSES = 4
 EVAL_BATCH_SIZE = 500
 #: how many test images to evaluate: a number, "all", or None for the run's configured count
-TestCount = int | Literal["all"] | None
+SampleCount = int | Literal["all"] | None
 SUBSET_RULE = "first ceil(n/C) test images of every class, in test-set order (no randomness)"
 
 

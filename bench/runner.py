@@ -13,7 +13,7 @@ from bench import store
 from bench.config import RunConfig
 from bench.data import ImageData, LongTailData, load_dataset, long_tail_data
 from bench.errors import BenchError
-from bench.evaluate import EVAL_BATCH_SIZE, TestCount, check_suite, eval_record, evaluate
+from bench.evaluate import EVAL_BATCH_SIZE, SampleCount, check_suite, eval_record, evaluate
 from bench.inference import InferenceModel
 from bench.progress import Progress
 from bench.train import build_trainee, train
@@ -78,7 +78,7 @@ def run_one(
 
 def evaluate_checkpoint(
     run_dir: Path, cfg: RunConfig, data: LongTailData, net: torch.nn.Module, method: Any, checkpoint: str,
-    device: torch.device, progress: Progress, *, suite: str | None = None, n: TestCount = None,
+    device: torch.device, progress: Progress, *, suite: str | None = None, n: SampleCount = None,
     batch_size: int = EVAL_BATCH_SIZE, eps: float | None = None, step_size: float | None = None,
 ) -> dict[str, Any]:
     """Load ``ckpt/<checkpoint>.pt`` into ``net``/``method`` and run the suite, writing eval(-best).json.
@@ -109,7 +109,7 @@ def evaluate_checkpoint(
 
 def evaluate_run(
     run_dir: Path, *, data_root: str | None, device: torch.device, progress: Progress,
-    suite: str | None = None, n: TestCount = None, batch_size: int = EVAL_BATCH_SIZE,
+    suite: str | None = None, n: SampleCount = None, batch_size: int = EVAL_BATCH_SIZE,
     checkpoint: str = "last", eps: float | None = None, step_size: float | None = None,
 ) -> dict[str, Any]:
     """``bench eval``: evaluate a trained run's checkpoint; see ``evaluate_checkpoint`` for the defaults."""

@@ -39,9 +39,15 @@ def _atomic(path: Path, write: Any) -> None:
         raise
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (temp file in the same folder, then rename)."""
-    _atomic(path, lambda fh: fh.write(text.encode()))
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` atomically: readers see the old file or the new one, never a partial one."""
+    _atomic(path, lambda fh: fh.write(data))
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write UTF-8 ``text`` atomically (temp file in the same folder, then rename)."""
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, obj: Any) -> None:

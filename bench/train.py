@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def train_epoch(
         with torch.no_grad():
             clean_logits = net(x)
         x_adv = pgd(net, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
-                    loss_fn=lambda z, target: method.attack_loss(z, target, clean_logits),
+                    loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
                     start=method.attack_start, generator=generator)
         net.train()
         out_adv = net.forward_features(x_adv)

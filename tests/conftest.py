@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def write_cifar10(root: Path, train_per_class: int = 20, test_per_class: int = 10, seed: int = 0) -> Path:
@@ -44,6 +46,15 @@ def write_cifar100(root: Path, train_per_class: int = 5, test_per_class: int = 2
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread() -> Iterator[None]:
+    """Tests use tiny tensors: one thread avoids OpenMP start-up and contention costs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root holding tiny CIFAR-10 and CIFAR-100 datasets."""
@@ -55,8 +66,8 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_args(cifar_root: Path) -> list[str]:
-    """`bench run` options that make a run on the tiny CIFAR-10 take a second or two."""
-    return ["--data-root", str(cifar_root), *TINY]
+    """`bench run` options that make a run on the tiny CIFAR-10 take a second or two (no report)."""
+    return ["--data-root", str(cifar_root), "--no-report", *TINY]
 
 
 TINY = ["--preset", "smoke", "--dataset", "cifar10", "--ur", "10", "--set", "steps=1", "--set", "eval_n=20",

@@ -23,9 +23,11 @@ def only_run(out: Path) -> Path:
 
 def test_run_writes_every_file(tmp_path, tiny_args):
     out = tmp_path / "results"
-    result = run(["run", "--methods", "pgd-at", "--out", str(out), *tiny_args])
+    report = tmp_path / "report"
+    result = run(["run", "--methods", "pgd-at", "--out", str(out), *tiny_args, "--report", "--report-dir", str(report)])
     assert result.exit_code == 0, result.output
     assert "PGD-20" in result.output and "pgd-at" in result.output
+    assert (report / "index.md").exists() and "pgd-at" in (report / "index.md").read_text()
     run_dir = only_run(out)
     assert run_dir.name.startswith("cifar10-ur10-cnn-small-pgd-at-smoke-s0-")
     config = json.loads((run_dir / "config.json").read_text())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,6 @@ EPS = 0.05
 QUIET = Progress(enabled=False)
 #: the paper suite's record and per-sample predictions
 Paper = tuple[dict[str, Any], dict[str, Tensor]]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny tensors on a shared CPU: one thread avoids OpenMP contention (AutoAttack is 20x faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def toy_images(counts: list[int], gen: torch.Generator, templates: Tensor) -> tuple[Tensor, Tensor]:
@@ -310,12 +300,12 @@ def test_autoattack_runs_in_chunks_that_advance_the_bar(
 
 # --- the command line ------------------------------------------------------------------------------
 
-def test_bench_eval_writes_the_record_and_prints_the_table(cifar_root: Path, tmp_path: Path) -> None:
+def test_bench_eval_writes_the_record_and_prints_the_table(
+    cifar_root: Path, tiny_args: list[str], tmp_path: Path
+) -> None:
     runner = CliRunner()
     common = ["--data-root", str(cifar_root), "--no-progress", "--device", "cpu"]
-    tiny = ["--preset", "smoke", "--dataset", "cifar10", "--ur", "10", "--set", "steps=1",
-            "--set", "eval_n=20", "--set", "epoch_eval_n=20", "--set", "batch_size=32"]
-    trained = runner.invoke(main, ["run", "--methods", "pgd-at", *tiny, "--out", str(tmp_path), *common])
+    trained = runner.invoke(main, ["run", "--methods", "pgd-at", *tiny_args, "--device", "cpu", "--out", str(tmp_path)])
     assert trained.exit_code == 0, trained.output
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
 

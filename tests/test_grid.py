@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import socket
 import subprocess
@@ -13,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -43,25 +41,6 @@ batch_size = 32
 """
 #: the flags every training test adds (the preset and a --set override the file)
 TINY_FLAGS = ["--preset", "smoke", "--set", "steps=1", "--device", "cpu", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CIFAR-10 folder in the python-pickle layout: 10 random train and 2 test images per class."""
-    root = tmp_path_factory.mktemp("data")
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.RandomState(0)
-    labels = np.repeat(np.arange(10), 10)
-    for i, part in enumerate(np.array_split(np.arange(labels.size), 5), start=1):
-        images = rng.randint(0, 256, (part.size, 3072), dtype=np.uint8)
-        batch = {"data": images, "labels": labels[part].tolist()}
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
-    test_labels = np.tile(np.arange(10), 2)
-    images = rng.randint(0, 256, (test_labels.size, 3072), dtype=np.uint8)
-    (folder / "test_batch").write_bytes(pickle.dumps({"data": images, "labels": test_labels.tolist()}))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{c}" for c in range(10)]}))
-    return root
 
 
 @pytest.fixture
@@ -265,12 +244,12 @@ def test_lock_from_another_host_is_stale_only_without_heartbeat(tmp_path):
     assert locks.is_stale(path, holder)
 
 
-def test_stale_lock_is_taken_over_and_released(tmp_path, data_root):
+def test_stale_lock_is_taken_over_and_released(tmp_path, cifar_root):
     cfg = tiny_configs()[0]
     pid = dead_pid()
     lock = write_lock(tmp_path / cfg.run_id, pid)
     log = Log()
-    result = execute(RunTask(cfg, tmp_path, str(data_root), "cpu"), log)
+    result = execute(RunTask(cfg, tmp_path, str(cifar_root), "cpu"), log)
     assert result.status == TRAINED and result.clean is not None
     assert any(f"took over the stale lock of pid {pid}" in line for line in log.lines)
     assert store.is_done(tmp_path / cfg.run_id) and not lock.exists()
@@ -295,25 +274,25 @@ def test_failing_run_releases_its_lock_and_the_grid_goes_on(tmp_path, grid_file,
 
 # --- executors -------------------------------------------------------------------------------------------
 
-def test_resume_after_a_run_is_deleted(tmp_path, grid_file, data_root):
+def test_resume_after_a_run_is_deleted(tmp_path, grid_file, cifar_root):
     out = tmp_path / "results"
-    first = bench("grid", grid_file, "--out", out, "--data-root", data_root, "--workers", "2", *TINY_FLAGS)
+    first = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--workers", "2", *TINY_FLAGS)
     assert first.exit_code == 0, first.output
     deleted, kept = (out / c.run_id for c in tiny_configs())
     assert store.is_done(deleted) and store.is_done(kept)
     before = fingerprints(kept)
     shutil.rmtree(deleted)
-    second = bench("grid", grid_file, "--out", out, "--data-root", data_root, *TINY_FLAGS)
+    second = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, *TINY_FLAGS)
     assert second.exit_code == 0, second.output
     assert "running 1 (local)" in second.output and f"[1/1] {deleted.name}: {TRAINED}" in second.output
     assert DONE_EARLIER in second.output
     assert store.is_done(deleted) and fingerprints(kept) == before
 
 
-def test_slurm_path_with_the_debug_executor(tmp_path, data_root):
+def test_slurm_path_with_the_debug_executor(tmp_path, cifar_root):
     cfg = tiny_configs()[1]
     reported, logged = [], []
-    task = RunTask(cfg, tmp_path, str(data_root), "cpu")
+    task = RunTask(cfg, tmp_path, str(cifar_root), "cpu")
     results = run_slurm([task], tmp_path, SlurmOptions(partition="gpu"), reported.append, logged.append,
                         cluster="debug", poll_s=0.1)
     assert [r.status for r in results] == [TRAINED] and reported == results

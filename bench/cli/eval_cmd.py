@@ -11,12 +11,12 @@ from rich.table import Table
 
 from bench import store
 from bench.cli.options import data_root_option, device_option, progress_option
-from bench.evaluate import EVAL_BATCH_SIZE, SUITES, TestCount
+from bench.evaluate import EVAL_BATCH_SIZE, SUITES, SampleCount
 from bench.progress import Progress
 from bench.runner import evaluate_run, resolve_device
 
 
-def parse_n(ctx: click.Context, param: click.Parameter, value: str | None) -> TestCount:
+def parse_n(ctx: click.Context, param: click.Parameter, value: str | None) -> SampleCount:
     """``--n``: a positive number of test images or ``all``."""
     if value is None or value == "all":
         return value
@@ -63,7 +63,7 @@ def per_class_table(record: dict[str, Any], classes: list[str], counts: list[int
 @device_option
 @data_root_option
 @progress_option
-def command(run_dir: Path, suite: str | None, n: TestCount, batch_size: int, checkpoint: str,
+def command(run_dir: Path, suite: str | None, n: SampleCount, batch_size: int, checkpoint: str,
             eps: float | None, step_size: float | None, device: str, data_root: str | None,
             progress: bool) -> None:
     """Evaluate RUN_DIR's checkpoint; results go to eval.json (eval-best.json for --checkpoint best).

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench.cli.options import data_root_option, device_option, parse_settings, progress_option, set_option
+from bench.cli.options import parse_settings, training_options
 from bench.config import RunConfig
 from bench.errors import BenchError, InputError
 from bench.grid.executors import Report, SlurmOptions, run_local, run_slurm
@@ -82,12 +82,7 @@ def reporter(total: int, console: Console) -> Report:
 @click.argument("grid")
 @click.option("--dry-run", is_flag=True, help="list the expanded runs and their status; train nothing")
 @click.option("--preset", default=None, help="override the file's preset for every run (e.g. smoke)")
-@set_option
-@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="retrain runs that already finished")
-@device_option
-@data_root_option
-@progress_option
+@training_options
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="local worker processes (each trains its runs one after another on one device)")

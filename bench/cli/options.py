@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,6 +21,20 @@ progress_option = click.option("--progress/--no-progress", default=True, help="s
 def set_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
                         help="override a config field (lr=0.05) or a method parameter (reat.variant=paper)")(f)
+
+
+def training_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--set, --out, --force, --device, --data-root and --progress, shared by `bench run` and `bench grid`."""
+    options = [
+        set_option,
+        click.option("--out", default="results", show_default=True,
+                     type=click.Path(file_okay=False, path_type=Path)),
+        click.option("--force", is_flag=True, help="retrain runs that already finished"),
+        device_option, data_root_option, progress_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
 def parse_settings(settings: tuple[str, ...] | list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli.options import data_root_option, device_option, parse_settings, progress_option, set_option
+from bench.cli.options import parse_settings, training_options
 from bench.config import PRESETS, RunConfig, build_config, parse_value
 from bench.errors import InputError
 from bench.progress import Progress
@@ -64,16 +64,14 @@ def comparison_table(records: list[dict[str, Any]]) -> Table:
 @click.option("--step-size", default=None, help="PGD step (default eps/4)")
 @click.option("--lr", default=None)
 @click.option("--suite", default=None, help="evaluation suite: fast, paper or full (default: the preset's)")
-@set_option
-@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="retrain runs that already finished")
-@device_option
-@data_root_option
-@progress_option
+@click.option("--report-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="where the report of OUT goes [reports/<name of OUT>]")
+@click.option("--report/--no-report", "make_report", default=True, help="write tables and plots at the end")
+@training_options
 def command(methods: str, dataset: str, ur: str, arch: str, preset: str, seed: str, epochs: str | None,
             batch_size: str | None, eps: str | None, steps: str | None, step_size: str | None, lr: str | None,
-            suite: str | None, settings: tuple[str, ...], out: Path, force: bool, device: str,
-            data_root: str | None, progress: bool) -> None:
+            suite: str | None, report_dir: Path | None, make_report: bool, settings: tuple[str, ...], out: Path,
+            force: bool, device: str, data_root: str | None, progress: bool) -> None:
     """Train and evaluate METHODS on one long-tailed dataset, one after another."""
     numeric = {"epochs": epochs, "batch_size": batch_size, "eps": eps, "steps": steps, "step_size": step_size,
                "lr": lr}
@@ -85,3 +83,8 @@ def command(methods: str, dataset: str, ur: str, arch: str, preset: str, seed: s
         records = [run_one(cfg, out, data_root=data_root, device=torch_device, progress=bar, force=force)
                    for cfg in configs]
     Console(width=160).print(comparison_table(records))
+    if make_report:
+        from bench.report import write_report  # pandas and seaborn load only when needed
+
+        index = write_report(out, report_dir or Path("reports") / out.resolve().name)
+        click.echo(f"report written to {index}")

@@ -1,34 +1,16 @@
-"""Atomic file writes: a temporary file in the target folder, then ``os.replace``."""
+"""Figure files: every figure saved atomically as PNG and PDF."""
 
 from __future__ import annotations
 
 import io
-import os
-import uuid
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from bench.store import write_bytes
+
 #: formats every figure is saved in
 FIGURE_FORMATS = ("png", "pdf")
-
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` so that readers see the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Atomically write UTF-8 text."""
-    return write_bytes(path, text.encode("utf-8"))
 
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:

@@ -9,9 +9,9 @@ import pandas as pd
 
 from bench.report.collect import EVAL_FILES, RunProblem, runs_frame, scan
 from bench.report.figures import FigureFile, write_figures
-from bench.report.files import write_text
 from bench.report.labels import method_palette
 from bench.report.tables import Table, build_tables, runs_csv, to_csv, to_latex, to_markdown
+from bench.store import write_text
 
 
 def write_report(results_dir: str | Path, out_dir: str | Path, checkpoint: str = "last", *,

@@ -1,0 +1,30 @@
+"""Slow end-to-end runs on the real Fashion-MNIST-LT (the Debian package's files)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.data import DEBIAN_FASHION_MNIST
+from methods import REGISTRY
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(), reason="apt-get install dataset-fashion-mnist"),
+]
+
+
+def test_all_seven_methods_smoke_on_fashion_mnist_lt(tmp_path):
+    methods = ",".join(REGISTRY)
+    result = CliRunner().invoke(main, ["run", "--methods", methods, "--preset", "smoke", "--out", str(tmp_path / "r"),
+                                       "--report-dir", str(tmp_path / "report"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    runs = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
+    assert sorted(json.loads((p / "config.json").read_text())["config"]["method"] for p in runs) == sorted(REGISTRY)
+    for run_dir in runs:
+        config = json.loads((run_dir / "config.json").read_text())
+        assert sum(config["class_counts"]) == 14886
+        assert (run_dir / "done").exists()
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert all(name in index for name in REGISTRY)
