@@ -130,9 +130,12 @@ def device_name(device: torch.device) -> str:
 
 def _drop_stale(record: dict[str, Any], wanted: dict[str, dict[str, Any]], totals: list[int],
                 progress: Progress) -> None:
-    """Remove results computed with other parameters or on other test images: a record has one setting."""
+    """Remove results on other test images, or with other parameters than requested now.
+
+    Attacks outside the requested suite stay when they used the same images (a `fast` rerun keeps AA).
+    """
     stale = [key for key, res in record["attacks"].items()
-             if key not in wanted or res.get("params") != wanted[key] or res.get("per_class_total") != totals]
+             if res.get("per_class_total") != totals or (key in wanted and res.get("params") != wanted[key])]
     for key in stale:
         del record["attacks"][key]
     if stale:

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 
 from bench import store
-from bench.attacks import ce_loss, pgd
+from bench.attacks import pgd
 from bench.config import RunConfig
-from bench.data import LongTailData, stratified_first_n, to_float, train_batches
+from bench.data import LongTailData, stratified_first_n, train_batches
 from bench.errors import BenchError
+from bench.evaluate import EVAL_BATCH_SIZE, attack_params, run_attack
 from bench.inference import InferenceModel
 from bench.metrics import entropy
 from bench.models import Net, build_model
@@ -56,22 +57,17 @@ def epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.G
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def test_accuracy(
-    model: InferenceModel, data: LongTailData, cfg: RunConfig, generator: torch.Generator, batch_size: int = 500
-) -> tuple[float, float]:
+def test_accuracy(model: InferenceModel, data: LongTailData, cfg: RunConfig, progress: Progress) -> tuple[float, float]:
     """Clean and PGD-20 accuracy on the per-epoch test subset, through the inference path."""
     model.eval()
     idx = stratified_first_n(data.y_test, cfg.epoch_eval_n, data.num_classes)
-    clean = robust = 0
-    for start in range(0, idx.numel(), batch_size):
-        x = to_float(data.x_test[idx[start:start + batch_size]])
-        y = data.y_test[idx[start:start + batch_size]]
-        x_adv = pgd(model, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=20, loss_fn=ce_loss,
-                    generator=generator)
-        with torch.no_grad():
-            clean += (model(x).argmax(1) == y).sum().item()
-            robust += (model(x_adv).argmax(1) == y).sum().item()
-    return clean / idx.numel(), robust / idx.numel()
+    x, y = data.x_test[idx], data.y_test[idx]
+    accuracies = []
+    for key in ("clean", "pgd20"):
+        params = attack_params(key, cfg.eps, cfg.step_size, data.num_classes, cfg.seed)
+        preds = run_attack(model, key, params, x, y, seed=cfg.seed, batch_size=EVAL_BATCH_SIZE, progress=progress)
+        accuracies.append((preds == y).float().mean().item())
+    return accuracies[0], accuracies[1]
 
 
 def train_epoch(
@@ -156,7 +152,7 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
         batches = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches, transient=True)
         stats = train_epoch(cfg, t, data, generator, batches.advance)
         batches.close()
-        test_clean, test_pgd20 = test_accuracy(InferenceModel(t.net, t.method), data, cfg, generator)
+        test_clean, test_pgd20 = test_accuracy(InferenceModel(t.net, t.method), data, cfg, progress)
         history.append({"epoch": epoch, **stats, "test_clean_acc": test_clean, "test_pgd20_acc": test_pgd20,
                         "lr": lr, "seconds": time.perf_counter() - began})
         state = checkpoint_state(t, epoch, history, max(best, test_pgd20))

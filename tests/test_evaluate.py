@@ -234,6 +234,10 @@ def test_resume_skips_attacks_done_with_the_same_settings(
     run_eval(plain(net), data, ("clean", "pgd20"), record=saved, out_path=out)
     assert calls == ["clean", "pgd20"]
 
+    smaller_suite = run_eval(plain(net), data, ("clean",), record=saved, out_path=out)
+    assert calls == ["clean", "pgd20"]
+    assert list(smaller_suite["attacks"]) == ["clean", "pgd20"], "a smaller suite keeps the other results"
+
     changed = run_eval(plain(net), data, ("clean", "pgd20"), record=saved, out_path=out, eps=EPS / 2)
     assert calls == ["clean", "pgd20", "pgd20"]
     assert changed["attacks"]["pgd20"]["params"]["eps"] == EPS / 2
