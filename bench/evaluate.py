@@ -178,8 +178,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run ``attacks`` on the stratified first-``n`` test images (all for None), saving after each attack.
 
-    Attacks already in ``record`` with the same parameters and test images are skipped; results of
-    other parameters or images are dropped, so that the record describes one setting.
+    Attacks already in ``record`` with the same parameters and test images are skipped; results on other
+    test images, or of a requested attack with other parameters, are dropped (see ``_drop_stale``).
     """
     check_attacks(attacks, data.num_classes)
     idx = stratified_first_n(data.y_test, n, data.num_classes)
