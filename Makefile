@@ -1,10 +1,11 @@
-# ltbench: `make demo` runs the main job on Fashion-MNIST-LT; `make test` runs the test suite.
+# ltbench: `make demo` runs the main job on Fashion-MNIST-LT; `make test` runs the test suite
+# (`make test-fast` all but the tests marked slow).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install fashion-mnist demo test lint perf clean
+.PHONY: install fashion-mnist demo test test-fast lint perf clean
 
 install: $(VENV)/.installed fashion-mnist
 
@@ -29,6 +30,10 @@ demo: install
 test: install
 	$(BIN)/ruff check bench methods tests
 	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/ruff check bench methods tests
+	$(BIN)/pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check bench methods tests

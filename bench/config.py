@@ -1,4 +1,9 @@
-"""RunConfig: everything that changes a result, presets, overrides and the run id."""
+"""RunConfig: everything that changes the trained weights, presets, overrides and the run id.
+
+Each field and its default live in one line of ``RunConfig`` (the defaults are the ``quick`` preset on
+Fashion-MNIST-LT); a preset lists only what it changes. Evaluation settings (suite, test images, checkpoint,
+batch size) are not here: see ``bench.evalsettings``.
+"""
 
 from __future__ import annotations
 
@@ -6,64 +11,89 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.data import dataset_info
-from bench.errors import InputError, unknown_name
-from bench.evaluate import check_suite
+from bench.data import dataset_info, max_ur
+from bench.errors import BenchError, InputError, unknown_name
+from bench.evalsettings import SUITES, EvalSettings, eval_settings
 from bench.models import check_arch
 from methods import get_method
 
 #: lr decays at these fractions of the epochs (60 and 75 of 80 in the official REAT code)
 MILESTONE_FRACTIONS = (0.75, 0.9375)
+Check = Callable[[str, Any], Any]
 
 
-@dataclass(frozen=True)
-class Preset:
-    epochs: int
-    batch_size: int
-    steps: int
-    eval_suite: str
-    epoch_eval_n: int | None  # test images for the per-epoch clean / PGD-20 numbers (None: all)
-    eval_n: int | None  # test images for the final evaluation (None: all)
-    description: str
+def number(*, positive: bool = False, integer: bool = False, optional: bool = False) -> Check:
+    """A check for a finite number (>= 0, or > 0 with ``positive``); ``optional`` also allows None."""
+
+    def check(name: str, value: Any) -> Any:
+        if optional and value is None:
+            return None
+        kind = "a whole number" if integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InputError(f"{name} must be {kind}, got {value!r}")
+        if integer and value != int(value):
+            raise InputError(f"{name} must be a whole number, got {value!r}")
+        if positive and value <= 0:
+            raise InputError(f"{name} must be positive, got {value!r}")
+        if value < 0:
+            raise InputError(f"{name} must not be negative, got {value!r}")
+        return int(value) if integer else float(value)
+
+    return check
 
 
-PRESETS: dict[str, Preset] = {
-    "paper": Preset(80, 128, 10, "paper", None, None,
-                    "official REAT protocol: 80 epochs, SGD 0.1, lr x0.1 at 60/75, PGD-10 training"),
-    "quick": Preset(10, 128, 5, "fast", 500, 1000, "CPU minutes: 10 epochs, PGD-5 training, 1000 test images"),
-    "smoke": Preset(1, 64, 2, "fast", 100, 100, "tests, seconds: 1 epoch, PGD-2 training, 100 test images"),
-}
+def choice(*values: str) -> Check:
+    def check(name: str, value: Any) -> Any:
+        if value not in values:
+            raise InputError(f"{name} must be one of {', '.join(values)}, got {value!r}")
+        return value
+
+    return check
+
+
+def epochs_list(name: str, value: Any) -> tuple[int, ...]:
+    """Milestones: a list of whole epochs (checked against ``epochs`` in ``build_config``)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(
+            isinstance(m, int) and not isinstance(m, bool) for m in value):
+        raise InputError(f"{name} must be a list of whole epochs, e.g. {name}=[60,75], got {value!r}")
+    return tuple(value)
+
+
+def setting(default: Any, check: Check | None = None, *, flag: str | None = None) -> Any:
+    """A RunConfig field: its default, its check, and the option that sets it when ``--set`` may not."""
+    return field(default=default, metadata={"check": check, "flag": flag})
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A fully resolved run; its canonical JSON defines the run id."""
+    """A fully resolved run; its canonical JSON defines the run id. Add a training field with one line."""
 
-    dataset: str = "fashion-mnist"
-    ur: float = 100.0
-    arch: str = "cnn-small"
-    method: str = "pgd-at"
-    method_params: Mapping[str, Any] = field(default_factory=dict)
-    preset: str = "quick"
-    epochs: int = 6
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    milestones: tuple[int, ...] = (4, 5)
-    lr_gamma: float = 0.1
-    eps: float = 0.1
-    step_size: float = 0.025
-    steps: int = 5
-    augment: str = "none"
-    seed: int = 0
-    epoch_eval_n: int | None = 500
-    eval_suite: str = "fast"
-    eval_n: int | None = 1000
+    dataset: str = setting("fashion-mnist", flag="--dataset")
+    ur: float = setting(100.0, flag="--ur")
+    arch: str = setting("cnn-small", flag="--arch")
+    method: str = setting("pgd-at", flag="--methods")
+    method_params: Mapping[str, Any] = field(default_factory=dict, metadata={"flag": "--set METHOD.PARAM=..."})
+    preset: str = setting("quick", flag="--preset")
+    epochs: int = setting(10, number(positive=True, integer=True))
+    batch_size: int = setting(128, number(positive=True, integer=True))
+    lr: float = setting(0.1, number(positive=True))
+    momentum: float = setting(0.9, number())
+    weight_decay: float = setting(5e-4, number())
+    milestones: tuple[int, ...] = setting((8, 9), epochs_list)  # default: MILESTONE_FRACTIONS of the epochs
+    lr_gamma: float = setting(0.1, number(positive=True))
+    eps: float = setting(0.1, number())  # default: 0.1 for 28x28 images, 8/255 for 32x32
+    step_size: float = setting(0.025, number())  # default: eps / 4
+    steps: int = setting(5, number(integer=True))
+    augment: str = setting("none", choice("none", "crop-flip"))  # default: the dataset's
+    seed: int = setting(0, flag="--seed")
+    #: test images of the per-epoch clean / PGD-20 numbers that pick best.pt (None: all)
+    epoch_eval_n: int | None = setting(500, number(positive=True, integer=True, optional=True))
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -74,7 +104,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         data = dict(data)
-        data["milestones"] = tuple(data["milestones"])
+        unknown = sorted(set(data) - set(FIELDS))
+        if unknown:
+            raise BenchError(f"the run config has fields {unknown} that this ltbench does not know (written by "
+                             "another version); retrain it with this version")
+        data["milestones"] = tuple(data.get("milestones", ()))
         return cls(**data)
 
     @property
@@ -87,9 +121,38 @@ class RunConfig:
         return f"{self.dataset}-ur{self.ur:g}-{self.arch}-{self.method}-{self.preset}-s{self.seed}-{self.config_hash}"
 
 
-FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(RunConfig)}
-#: fields one may set with --set key=value (method parameters use method.param=value)
-SETTABLE = sorted(set(FIELD_TYPES) - {"method", "method_params", "preset", "dataset", "arch"})
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+DEFAULTS = RunConfig()
+#: fields one may set with --set key=value (method parameters use METHOD.PARAM=value)
+SETTABLE = sorted(name for name, f in FIELDS.items() if f.metadata.get("flag") is None)
+#: evaluation settings people try to --set, and the option that sets them
+EVAL_KEYS = {"eval_suite": "--suite (grid: suite = ...)", "suite": "--suite (grid: suite = ...)",
+             "eval_n": "--eval-n (grid: eval_n = ...)"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a preset changes: training fields of RunConfig and evaluation settings."""
+
+    description: str
+    training: Mapping[str, Any] = field(default_factory=dict)
+    evaluation: Mapping[str, Any] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Any]:
+        """Every training field this preset gives (defaults included)."""
+        return {name: self.training.get(name, getattr(DEFAULTS, name)) for name in FIELDS}
+
+    def eval_settings(self) -> EvalSettings:
+        return eval_settings(self.evaluation)
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset("official REAT protocol: 80 epochs, SGD 0.1, lr x0.1 at 60/75, PGD-10 training",
+                    {"epochs": 80, "steps": 10, "epoch_eval_n": None}, {"suite": "paper", "n": None}),
+    "quick": Preset("CPU minutes: 10 epochs, PGD-5 training, 1000 test images"),
+    "smoke": Preset("tests, seconds: 1 epoch, PGD-2 training, 100 test images",
+                    {"epochs": 1, "batch_size": 64, "steps": 2, "epoch_eval_n": 100}, {"n": 100}),
+}
 
 
 def parse_value(text: str) -> Any:
@@ -100,26 +163,48 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _check_number(name: str, value: Any, *, positive: bool = False, integer: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    if integer and value != int(value):
-        raise InputError(f"{name} must be a whole number, got {value!r}")
-    if positive and value <= 0:
-        raise InputError(f"{name} must be positive, got {value!r}")
-    if value < 0:
-        raise InputError(f"{name} must not be negative, got {value!r}")
-    return int(value) if integer else float(value)
+def check_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise unknown_name("preset", name, list(PRESETS))
+    return PRESETS[name]
+
+
+def check_ur(ur: Any, dataset: str) -> float:
+    """UR >= 1 that leaves every class of ``dataset`` at least one training image."""
+    try:
+        value = float(ur)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(ur, bool) or not (math.isfinite(value) and value >= 1):
+        raise InputError(f"imbalance ratio UR must be a number >= 1 (1 = balanced), got {ur!r}")
+    info = dataset_info(dataset)
+    largest = max_ur(info.train_per_class, info.num_classes)
+    if value > largest:
+        raise InputError(f"UR {value:g} leaves classes of {dataset} without a training image; the largest "
+                         f"valid UR for {dataset} is {largest:g}")
+    return value
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> None:
+    """Names that ``--set`` (or a grid's ``[set]``) may not give, each with the option that does."""
+    for key in overrides:
+        if key in EVAL_KEYS:
+            raise InputError(f"{key} is an evaluation setting, not a training field; use {EVAL_KEYS[key]}")
+        if key in FIELDS and key not in SETTABLE:
+            flag = FIELDS[key].metadata["flag"]
+            raise InputError(f"{key} is set with {flag} (grids: {key}s = [...]), not with --set")
+        if key not in FIELDS:
+            raise InputError(f"unknown config field {key!r}; settable fields: {', '.join(SETTABLE)}")
 
 
 def build_config(
     *,
-    method: str,
-    dataset: str = "fashion-mnist",
-    ur: Any = 100,
-    arch: str = "cnn-small",
-    preset: str = "quick",
-    seed: Any = 0,
+    method: str = DEFAULTS.method,
+    dataset: str = DEFAULTS.dataset,
+    ur: Any = DEFAULTS.ur,
+    arch: str = DEFAULTS.arch,
+    preset: str = DEFAULTS.preset,
+    seed: Any = DEFAULTS.seed,
     overrides: Mapping[str, Any] | None = None,
     method_params: Mapping[str, Any] | None = None,
 ) -> RunConfig:
@@ -127,47 +212,27 @@ def build_config(
     get_method(method)
     info = dataset_info(dataset)
     check_arch(arch)
-    if preset not in PRESETS:
-        raise unknown_name("preset", preset, list(PRESETS))
-    try:
-        ur = float(ur)
-    except (TypeError, ValueError):
-        raise InputError(f"imbalance ratio UR must be a number >= 1, got {ur!r}") from None
-    if not (math.isfinite(ur) and ur >= 1):
-        raise InputError(f"imbalance ratio UR must be a number >= 1, got {ur!r}")
-    p = PRESETS[preset]
-    small = info.image_size <= 28
-    values: dict[str, Any] = {
-        "epochs": p.epochs, "batch_size": p.batch_size, "steps": p.steps, "eval_suite": p.eval_suite,
-        "epoch_eval_n": p.epoch_eval_n, "eval_n": p.eval_n, "augment": info.augment,
-        "eps": 0.1 if small else 8 / 255,
-    }
+    values = check_preset(preset).fields()
     overrides = dict(overrides or {})
-    unknown = set(overrides) - set(SETTABLE)
-    if unknown:
-        raise InputError(f"unknown config field(s) {sorted(unknown)}; settable fields: {', '.join(SETTABLE)}")
-    values.update(overrides)
-    values["epochs"] = _check_number("epochs", values["epochs"], positive=True, integer=True)
-    values["batch_size"] = _check_number("batch size", values["batch_size"], positive=True, integer=True)
-    values["steps"] = _check_number("steps", values["steps"], integer=True)
-    values["eps"] = _check_number("eps", values["eps"])
-    values.setdefault("step_size", values["eps"] / 4)
-    values["step_size"] = _check_number("step size", values["step_size"])
-    for name in ("lr", "momentum", "weight_decay", "lr_gamma"):
-        if name in values:
-            values[name] = _check_number(name, values[name])
-    for name in ("epoch_eval_n", "eval_n"):
-        if values[name] is not None:
-            values[name] = _check_number(name, values[name], positive=True, integer=True)
-    if "milestones" in values:
-        values["milestones"] = tuple(_check_number("milestone", m, integer=True) for m in values["milestones"])
+    check_overrides(overrides)
+    eps = overrides.get("eps", 0.1 if info.image_size <= 28 else 8 / 255)
+    values |= {"augment": info.augment, "eps": eps, "step_size": eps / 4 if isinstance(eps, int | float) else eps}
+    values |= overrides
+    for name in SETTABLE:
+        values[name] = FIELDS[name].metadata["check"](name, values[name])
+    if "milestones" in overrides:
+        last = values["epochs"] - 1
+        ms = values["milestones"]
+        if any(not 1 <= m <= last for m in ms) or list(ms) != sorted(set(ms)):
+            raise InputError(f"milestones must be increasing epochs inside the {values['epochs']}-epoch run "
+                             f"(1..{last}), e.g. milestones=[{max(1, last // 2)}], got {list(ms)}")
     else:
-        values["milestones"] = tuple(round(f * values["epochs"]) for f in MILESTONE_FRACTIONS)
-    check_suite(values["eval_suite"])
-    if values["augment"] not in ("none", "crop-flip"):
-        raise InputError(f"augment must be 'none' or 'crop-flip', got {values['augment']!r}")
+        values["milestones"] = tuple(sorted({m for f in MILESTONE_FRACTIONS
+                                             if 0 < (m := round(f * values["epochs"])) < values["epochs"]}))
+    seed = number(integer=True)("seed", seed)
     params = get_method(method).resolve_params(method_params or {}, dataset)
-    return RunConfig(
-        dataset=dataset, ur=ur, arch=arch, method=method, method_params=params, preset=preset,
-        seed=_check_number("seed", seed, integer=True), **values,
-    )
+    return RunConfig(**{**values, "dataset": dataset, "ur": check_ur(ur, dataset), "arch": arch, "method": method,
+                        "method_params": params, "preset": preset, "seed": seed})
+
+
+__all__ = ["DEFAULTS", "PRESETS", "SETTABLE", "SUITES", "Preset", "RunConfig", "build_config", "parse_value"]

@@ -32,13 +32,14 @@ class DatasetInfo:
     channels: int
     augment: str  # default augmentation: "crop-flip" or "none"
     description: str
+    train_per_class: int  # training images per class of the full (balanced) dataset
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo("cifar10", 10, 32, 3, "crop-flip", "CIFAR-10 (50k train / 10k test, 32x32 RGB)"),
-    "cifar100": DatasetInfo("cifar100", 100, 32, 3, "crop-flip", "CIFAR-100 (50k train / 10k test, 32x32 RGB)"),
+    "cifar10": DatasetInfo("cifar10", 10, 32, 3, "crop-flip", "CIFAR-10 (50k train / 10k test, 32x32 RGB)", 5000),
+    "cifar100": DatasetInfo("cifar100", 100, 32, 3, "crop-flip", "CIFAR-100 (50k train / 10k test, 32x32 RGB)", 500),
     "fashion-mnist": DatasetInfo(
-        "fashion-mnist", 10, 28, 1, "none", "Fashion-MNIST (60k train / 10k test, 28x28 grey)"
+        "fashion-mnist", 10, 28, 1, "none", "Fashion-MNIST (60k train / 10k test, 28x28 grey)", 6000
     ),
 }
 
@@ -76,6 +77,14 @@ def long_tail_counts(n_max: int, num_classes: int, ur: float) -> list[int]:
     return [int(n_max * ratio ** (i / (num_classes - 1.0))) for i in range(num_classes)]
 
 
+def max_ur(n_max: int, num_classes: int) -> float:
+    """The largest whole UR that leaves every class at least one training image."""
+    ur = n_max
+    while ur > 1 and min(long_tail_counts(n_max, num_classes, ur)) < 1:
+        ur -= 1
+    return float(ur)
+
+
 def long_tail_indices(labels: np.ndarray, num_classes: int, ur: float, seed: int = LT_SEED) -> np.ndarray:
     """Indices of the long-tailed training subset, grouped by class (class 0 first).
 
@@ -85,6 +94,9 @@ def long_tail_indices(labels: np.ndarray, num_classes: int, ur: float, seed: int
     labels = np.asarray(labels, dtype=np.int64)
     n_max = int(np.bincount(labels, minlength=num_classes).min())
     counts = long_tail_counts(n_max, num_classes, ur)
+    if min(counts) < 1:
+        raise InputError(f"UR {ur:g} leaves classes without a training image ({n_max} images per class); "
+                         f"the largest valid UR for this data is {max_ur(n_max, num_classes):g}")
     rng = np.random.RandomState(seed)
     kept = []
     for cls, n in enumerate(counts):

@@ -12,44 +12,31 @@ import functools
 import platform
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pyautoattack import AutoAttack
 from torch import Tensor
 
 from bench import __version__, store
 from bench.attacks import ce_loss, cw_loss, eval_mode, pgd
 from bench.data import LongTailData, stratified_first_n, to_float
 from bench.errors import InputError, unknown_name
+from bench.evalsettings import ATTACK_KEYS, EVAL_BATCH_SIZE, SUITES, EvalSettings, check_suite  # noqa: F401
 from bench.inference import InferenceModel
 from bench.metrics import accuracy_summary
 from bench.progress import Progress
 
-ATTACK_KEYS = ("clean", "fgsm", "pgd20", "pgd100", "cw100", "aa")
-SUITES: dict[str, tuple[str, ...]] = {
-    "fast": ("clean", "pgd20"),
-    "paper": ("clean", "pgd20", "pgd100", "cw100", "aa"),
-    "full": ATTACK_KEYS,
-}
 CW_KAPPA = 50.0
 #: AutoAttack "standard" attacks 9 target classes; a C-class model has only C - 1
 AA_MAX_TARGETS = 9
 #: APGD-T's targeted DLR loss reads the fourth-largest logit
 AA_MIN_CLASSES = 4
-EVAL_BATCH_SIZE = 500
 #: how many test images to evaluate: a number, "all", or None for the run's configured count
 SampleCount = int | Literal["all"] | None
 SUBSET_RULE = "first ceil(n/C) test images of every class, in test-set order (no randomness)"
-
-
-def check_suite(name: str) -> tuple[str, ...]:
-    if name not in SUITES:
-        raise unknown_name("evaluation suite", name, list(SUITES))
-    return SUITES[name]
 
 
 def check_attacks(attacks: Sequence[str], num_classes: int) -> None:
@@ -93,6 +80,8 @@ def attack_params(key: str, eps: float, step_size: float, num_classes: int, seed
 
 def _autoattack_predictions(model: InferenceModel, x: Tensor, y: Tensor, params: dict[str, Any]) -> Tensor:
     """Labels predicted on AutoAttack's examples: the clean prediction where it is already wrong."""
+    from pyautoattack import AutoAttack  # loads only when AutoAttack runs
+
     adversary = AutoAttack(model, eps=params["eps"], norm=params["norm"], version=params["version"],
                            seed=params["seed"], device=x.device)
     adversary.apgd_targeted.n_target_classes = params["n_target_classes"]
@@ -211,12 +200,32 @@ def evaluate(
     return record
 
 
-def eval_record(config: dict[str, Any], checkpoint: str, epoch: int, device: torch.device) -> dict[str, Any]:
-    """The header of eval.json; ``evaluate`` adds the test images and the attacks."""
+def epoch_validation(
+    data: LongTailData, *, n: int | None, eps: float, step_size: float, seed: int, progress: Progress,
+) -> Callable[[InferenceModel], tuple[float, float]]:
+    """The training core's per-epoch check: clean and PGD-20 accuracy on the stratified first-``n`` test images."""
+    idx = stratified_first_n(data.y_test, n, data.num_classes)
+    x, y = data.x_test[idx], data.y_test[idx]
+
+    def validate(model: InferenceModel) -> tuple[float, float]:
+        model.eval()
+        accuracies = []
+        for key in ("clean", "pgd20"):
+            params = attack_params(key, eps, step_size, data.num_classes, seed)
+            preds = run_attack(model, key, params, x, y, seed=seed, batch_size=EVAL_BATCH_SIZE, progress=progress)
+            accuracies.append((preds == y).float().mean().item())
+        return accuracies[0], accuracies[1]
+
+    return validate
+
+
+def eval_record(config: dict[str, Any], settings: EvalSettings, epoch: int, device: torch.device) -> dict[str, Any]:
+    """The header of eval.json (with the settings it was asked for); ``evaluate`` adds images and attacks."""
     return {
         "run_id": config["run_id"],
         "config": config["config"],
-        "checkpoint": checkpoint,
+        "checkpoint": settings.checkpoint,
+        "evaluation": settings.to_dict(),
         "epoch": epoch,
         "versions": package_versions(),
         "device": device_name(device),

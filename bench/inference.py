@@ -1,8 +1,13 @@
 """The model exactly as it predicts: backbone, head and the method's inference-time adjustment."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
-from methods.base import Method
+if TYPE_CHECKING:
+    from methods.base import Method
 
 
 class InferenceModel(nn.Module):

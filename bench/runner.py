@@ -1,9 +1,8 @@
-"""One run end to end: results folder, training (resumable), evaluation, done marker."""
+"""One run end to end inside its folder: training (resumable), evaluation, done marker; and `bench eval`."""
 
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,9 @@ import torch
 from bench import store
 from bench.config import RunConfig
 from bench.data import ImageData, LongTailData, load_dataset, long_tail_data
-from bench.errors import BenchError
-from bench.evaluate import EVAL_BATCH_SIZE, SampleCount, check_suite, eval_record, evaluate
+from bench.errors import BenchError, InputError
+from bench.evalsettings import EvalSettings
+from bench.evaluate import epoch_validation, eval_record, evaluate
 from bench.inference import InferenceModel
 from bench.progress import Progress
 from bench.train import build_trainee, train
@@ -37,7 +37,7 @@ def _cached_dataset(name: str, root: str | None) -> ImageData:
     return load_dataset(name, root)
 
 
-def run_data(cfg: RunConfig, data_root: str | None, device: torch.device) -> LongTailData:
+def run_data(cfg: RunConfig, data_root: str | None, device: torch.device | str) -> LongTailData:
     return long_tail_data(_cached_dataset(cfg.dataset, data_root), cfg.ur, device)
 
 
@@ -46,46 +46,45 @@ def config_record(cfg: RunConfig, data: LongTailData) -> dict[str, Any]:
             "class_counts": data.class_counts}
 
 
-def prepare_run_dir(cfg: RunConfig, out: Path, force: bool) -> Path:
-    """The run's folder; ``force`` deletes a previous attempt first."""
-    run_dir = Path(out) / cfg.run_id
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    return run_dir
+def read_config(run_dir: Path) -> RunConfig:
+    """The RunConfig in ``run_dir/config.json``."""
+    path = Path(run_dir) / store.CONFIG_FILE
+    record = store.read_json(path)
+    try:
+        return RunConfig.from_dict(record["config"])
+    except BenchError as err:
+        raise BenchError(f"{path}: {err}") from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise BenchError(f"{path} is not a run config ({type(err).__name__}: {err}); delete the run folder "
+                         "or rerun with --force") from None
 
 
 def run_one(
-    cfg: RunConfig, out: Path, *, data_root: str | None, device: torch.device, progress: Progress,
-    force: bool = False,
+    cfg: RunConfig, evaluation: EvalSettings, run_dir: Path, *, data_root: str | None, device: torch.device,
+    progress: Progress,
 ) -> dict[str, Any]:
-    """Train and evaluate one run (skipped when finished); returns its eval record."""
-    run_dir = prepare_run_dir(cfg, out, force)
-    if store.is_done(run_dir):
-        progress.log(f"{cfg.run_id}: finished earlier, not retrained (use --force to redo)")
-        return store.read_json(run_dir / store.eval_file("last"))
+    """Train and evaluate one run in ``run_dir`` (the caller holds its lock), then mark it done."""
     progress.log(f"{cfg.run_id}: training {cfg.method} on {cfg.dataset}-LT UR {cfg.ur:g} ({cfg.arch}, {device})")
-    try:
-        data = run_data(cfg, data_root, device)
-        store.write_json(run_dir / store.CONFIG_FILE, config_record(cfg, data))
-        trainee = train(cfg, data, run_dir, device, progress)
-        record = evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, "last", device, progress)
-    except BenchError as err:
-        store.mark_failed(run_dir, str(err))
-        raise
+    data = run_data(cfg, data_root, device)
+    store.write_json(run_dir / store.CONFIG_FILE, config_record(cfg, data))
+    validate = epoch_validation(data, n=cfg.epoch_eval_n, eps=cfg.eps, step_size=cfg.step_size, seed=cfg.seed,
+                                progress=progress)
+    trainee = train(cfg, data, run_dir, device, progress, validate)
+    record = evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress)
     store.mark_done(run_dir)
     return record
 
 
 def evaluate_checkpoint(
-    run_dir: Path, cfg: RunConfig, data: LongTailData, net: torch.nn.Module, method: Any, checkpoint: str,
-    device: torch.device, progress: Progress, *, suite: str | None = None, n: SampleCount = None,
-    batch_size: int = EVAL_BATCH_SIZE, eps: float | None = None, step_size: float | None = None,
+    run_dir: Path, cfg: RunConfig, data: LongTailData, net: torch.nn.Module, method: Any, evaluation: EvalSettings,
+    device: torch.device, progress: Progress, *, eps: float | None = None, step_size: float | None = None,
 ) -> dict[str, Any]:
-    """Load ``ckpt/<checkpoint>.pt`` into ``net``/``method`` and run the suite, writing eval(-best).json.
+    """Load the checkpoint into ``net``/``method`` and run the attacks, writing eval(-best).json.
 
-    ``suite`` and ``n`` default to the run's (``n="all"``: every test image); ``eps`` and ``step_size``
-    to the run's, where an ``eps`` override alone brings the protocol's step eps/4.
+    ``eps`` and ``step_size`` default to the run's, where an ``eps`` override alone brings the protocol's
+    step eps/4. Attacks already in the file with the same parameters and test images are kept.
     """
+    checkpoint = evaluation.checkpoint
     state = store.load_checkpoint(run_dir / store.CKPT_DIR / f"{checkpoint}.pt", device)
     net.load_state_dict(state["model"])
     method.load_state_dict(state["method"])
@@ -94,32 +93,40 @@ def evaluate_checkpoint(
     if earlier.get("attacks") and earlier.get("epoch") != state["epoch"]:
         progress.log(f"{out_path.name} holds another epoch's results; evaluating the checkpoint afresh")
         earlier = {}
-    header = eval_record(store.read_json(run_dir / store.CONFIG_FILE), checkpoint, state["epoch"], device)
+    header = eval_record(store.read_json(run_dir / store.CONFIG_FILE), evaluation, state["epoch"], device)
     record = {**header, "attacks": earlier.get("attacks", {})}
     if step_size is None:
         step_size = cfg.step_size if eps is None else eps / 4
-    progress.log(f"{cfg.run_id}: evaluating the {checkpoint} checkpoint (epoch {state['epoch'] + 1})")
+    progress.log(f"{cfg.run_id}: evaluating the {checkpoint} checkpoint (epoch {state['epoch'] + 1}): "
+                 f"{', '.join(evaluation.attacks)}")
     return evaluate(
-        InferenceModel(net, method), data, attacks=check_suite(suite or cfg.eval_suite),
-        eps=cfg.eps if eps is None else eps, step_size=step_size, seed=cfg.seed,
-        n=None if n == "all" else cfg.eval_n if n is None else n, batch_size=batch_size,
-        record=record, out_path=out_path, progress=progress,
+        InferenceModel(net, method), data, attacks=evaluation.attacks, eps=cfg.eps if eps is None else eps,
+        step_size=step_size, seed=cfg.seed, n=evaluation.n, batch_size=evaluation.batch_size, record=record,
+        out_path=out_path, progress=progress,
     )
 
 
+def earlier_settings(run_dir: Path, checkpoint: str) -> dict[str, Any]:
+    """The evaluation settings recorded in the run's eval(-best).json ({} when there is none)."""
+    path = Path(run_dir) / store.eval_file(checkpoint)
+    if not path.exists():
+        return {}
+    recorded = store.read_json(path).get("evaluation")
+    return recorded if isinstance(recorded, dict) else {}
+
+
 def evaluate_run(
-    run_dir: Path, *, data_root: str | None, device: torch.device, progress: Progress,
-    suite: str | None = None, n: SampleCount = None, batch_size: int = EVAL_BATCH_SIZE,
-    checkpoint: str = "last", eps: float | None = None, step_size: float | None = None,
+    run_dir: Path, evaluation: EvalSettings, *, data_root: str | None, device: torch.device, progress: Progress,
+    eps: float | None = None, step_size: float | None = None,
 ) -> dict[str, Any]:
-    """``bench eval``: evaluate a trained run's checkpoint; see ``evaluate_checkpoint`` for the defaults."""
+    """``bench eval`` of one trained run (the caller holds its lock)."""
     run_dir = Path(run_dir)
     if not (run_dir / store.CONFIG_FILE).exists():
-        raise BenchError(f"{run_dir} is not a run folder (no {store.CONFIG_FILE}); pass results/<run_id>")
-    cfg = RunConfig.from_dict(store.read_json(run_dir / store.CONFIG_FILE)["config"])
-    if not (run_dir / store.CKPT_DIR / f"{checkpoint}.pt").exists():
-        raise BenchError(f"{run_dir} has no {checkpoint} checkpoint; train it first with `bench run`")
+        raise InputError(f"{run_dir} is not a run folder (no {store.CONFIG_FILE}); pass results/<run_id>")
+    cfg = read_config(run_dir)
+    if not (run_dir / store.CKPT_DIR / f"{evaluation.checkpoint}.pt").exists():
+        raise InputError(f"{run_dir} has no {evaluation.checkpoint} checkpoint; train it first with `bench run`")
     data = run_data(cfg, data_root, device)
     trainee = build_trainee(cfg, data, device)
-    return evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, checkpoint, device, progress,
-                               suite=suite, n=n, batch_size=batch_size, eps=eps, step_size=step_size)
+    return evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress,
+                               eps=eps, step_size=step_size)

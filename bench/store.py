@@ -1,7 +1,13 @@
-"""Results layout and atomic writes: one folder per run under the results directory."""
+"""Results layout, run states and atomic writes: one folder per run under the results directory.
+
+A run folder ``RESULTS/<run_id>/`` holds ``config.json`` (the run config and class counts), ``metrics.jsonl``
+(one line per epoch), ``ckpt/last.pt`` and ``ckpt/best.pt``, ``eval.json`` / ``eval-best.json``, and the
+markers ``lock`` (a process works on it), ``done`` and ``failed`` (the error, then its traceback).
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -12,12 +18,15 @@ from typing import Any
 import torch
 
 from bench.errors import BenchError
+from bench.grid.locks import LOCK_FILE, is_stale, read_lock
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 DONE_FILE = "done"
 FAILED_FILE = "failed"
 CKPT_DIR = "ckpt"
+#: the states of a run folder, as ``run_status`` reports them
+STATES = ("todo", "partial", "done", "failed", "locked")
 
 
 def eval_file(checkpoint: str) -> str:
@@ -34,8 +43,11 @@ def _atomic(path: Path, write: Any) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            raise BenchError(f"cannot write {path} ({err.strerror}); the previous version is kept: free disk "
+                             "space and rerun the same command") from None
         raise
 
 
@@ -62,7 +74,22 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise BenchError(f"cannot read {path} ({err}); delete it and rerun") from None
+        raise BenchError(f"cannot read {path} ({type(err).__name__}: {err}); delete it and rerun, "
+                         "or rerun with --force") from None
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """The lines of a JSON-lines file ([] when absent); a damaged line is a one-line error naming the fix."""
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise BenchError(f"{path} is corrupt (line {number}); delete it to rebuild it from the checkpoint, "
+                             "or rerun with --force to retrain") from None
+    return rows
 
 
 def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
@@ -89,9 +116,46 @@ def mark_done(run_dir: Path) -> None:
     (run_dir / FAILED_FILE).unlink(missing_ok=True)
 
 
-def mark_failed(run_dir: Path, message: str) -> None:
+def mark_failed(run_dir: Path, message: str, details: str = "") -> None:
+    """Write the ``failed`` marker: the one-line message, then ``details`` (the traceback)."""
     if run_dir.exists():
-        write_text(run_dir / FAILED_FILE, message + "\n")
+        write_text(run_dir / FAILED_FILE, message + "\n" + (f"\n{details.rstrip()}\n" if details else ""))
+
+
+def failure_message(run_dir: Path) -> str:
+    """The first line of the ``failed`` marker (the last line of a bare traceback)."""
+    try:
+        lines = [line.strip() for line in (run_dir / FAILED_FILE).read_text(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line]
+    if not lines:
+        return "failed (empty `failed` file)"
+    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
+
+
+def run_status(run_dir: Path) -> str:
+    """``done`` (wins over a stale failed marker), ``locked`` (a live process works on it), ``failed``,
+    ``partial`` (started, not finished) or ``todo``."""
+    run_dir = Path(run_dir)
+    if is_done(run_dir):
+        return "done"
+    lock = run_dir / LOCK_FILE
+    holder = read_lock(lock)
+    if holder is not None and not is_stale(lock, holder):
+        return "locked"
+    if (run_dir / FAILED_FILE).exists():
+        return "failed"
+    if (run_dir / CONFIG_FILE).exists():
+        return "partial"
+    return "todo"
+
+
+def remove_temp_files(run_dir: Path) -> None:
+    """Delete temporary files that a killed write left behind (call only while holding the run's lock)."""
+    for tmp in Path(run_dir).rglob(".*.tmp"):
+        if not tmp.name.startswith(f".{LOCK_FILE}."):  # another process's lock being created
+            tmp.unlink(missing_ok=True)
 
 
 def iter_runs(results_dir: Path) -> Iterator[Path]:

@@ -15,9 +15,8 @@ import torch
 from bench import store
 from bench.attacks import pgd
 from bench.config import RunConfig
-from bench.data import LongTailData, stratified_first_n, train_batches
+from bench.data import LongTailData, train_batches
 from bench.errors import BenchError
-from bench.evaluate import EVAL_BATCH_SIZE, attack_params, run_attack
 from bench.inference import InferenceModel
 from bench.metrics import entropy
 from bench.models import Net, build_model
@@ -25,6 +24,8 @@ from bench.progress import Progress
 from methods import Method, get_method
 
 EPOCH_SEED_STRIDE = 1_000_003
+#: the per-epoch check that picks best.pt: clean and robust test accuracy of the model as it predicts
+Validation = Callable[[InferenceModel], tuple[float, float]]
 
 
 @dataclass
@@ -57,21 +58,9 @@ def epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.G
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def test_accuracy(model: InferenceModel, data: LongTailData, cfg: RunConfig, progress: Progress) -> tuple[float, float]:
-    """Clean and PGD-20 accuracy on the per-epoch test subset, through the inference path."""
-    model.eval()
-    idx = stratified_first_n(data.y_test, cfg.epoch_eval_n, data.num_classes)
-    x, y = data.x_test[idx], data.y_test[idx]
-    accuracies = []
-    for key in ("clean", "pgd20"):
-        params = attack_params(key, cfg.eps, cfg.step_size, data.num_classes, cfg.seed)
-        preds = run_attack(model, key, params, x, y, seed=cfg.seed, batch_size=EVAL_BATCH_SIZE, progress=progress)
-        accuracies.append((preds == y).float().mean().item())
-    return accuracies[0], accuracies[1]
-
-
 def train_epoch(
-    cfg: RunConfig, t: Trainee, data: LongTailData, generator: torch.Generator, on_batch: Callable[[], None]
+    cfg: RunConfig, t: Trainee, data: LongTailData, generator: torch.Generator, on_batch: Callable[[], None],
+    epoch: int = 0,
 ) -> dict[str, Any]:
     """One epoch of adversarial training; returns the epoch's training statistics."""
     net, method = t.net, t.method
@@ -93,7 +82,8 @@ def train_epoch(
         loss = method.train_loss(out_adv, y, out_clean)
         if not torch.isfinite(loss):
             raise BenchError(
-                f"loss became {loss.item()} in batch {batch}; lower the learning rate (--set lr=...) "
+                f"loss became {loss.item()} in epoch {epoch + 1}, batch {batch + 1}; the last good checkpoint "
+                f"is kept; lower the learning rate (--set lr=...) "
                 f"or the method's loss weights (--set {cfg.method}.PARAM=...)"
             )
         t.optimizer.zero_grad(set_to_none=True)
@@ -129,14 +119,19 @@ def checkpoint_state(t: Trainee, epoch: int, history: list[dict[str, Any]], best
     }
 
 
-def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.device, progress: Progress) -> Trainee:
-    """Train ``cfg`` into ``run_dir``, resuming from ``ckpt/last.pt`` if a previous attempt left one."""
+def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.device, progress: Progress,
+          validate: Validation) -> Trainee:
+    """Train ``cfg`` into ``run_dir``, resuming from ``ckpt/last.pt`` if a previous attempt left one.
+
+    ``validate`` gives the per-epoch clean and robust test accuracy; the robust one picks ``ckpt/best.pt``.
+    """
     t = build_trainee(cfg, data, device)
     ckpt_dir = run_dir / store.CKPT_DIR
     history: list[dict[str, Any]] = []
     best, start_epoch = -math.inf, 0
     if (ckpt_dir / "last.pt").exists():
         state = store.load_checkpoint(ckpt_dir / "last.pt", device)
+        store.read_jsonl(run_dir / store.METRICS_FILE)  # a damaged file stops here, naming the fix
         t.net.load_state_dict(state["model"])
         t.optimizer.load_state_dict(state["optimizer"])
         t.method.load_state_dict(state["method"])
@@ -150,9 +145,9 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
             group["lr"] = lr
         generator = epoch_generator(cfg, epoch, device)
         batches = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches, transient=True)
-        stats = train_epoch(cfg, t, data, generator, batches.advance)
+        stats = train_epoch(cfg, t, data, generator, batches.advance, epoch)
         batches.close()
-        test_clean, test_pgd20 = test_accuracy(InferenceModel(t.net, t.method), data, cfg, progress)
+        test_clean, test_pgd20 = validate(InferenceModel(t.net, t.method))
         history.append({"epoch": epoch, **stats, "test_clean_acc": test_clean, "test_pgd20_acc": test_pgd20,
                         "lr": lr, "seconds": time.perf_counter() - began})
         state = checkpoint_state(t, epoch, history, max(best, test_pgd20))

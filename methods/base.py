@@ -8,20 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.errors import InputError, unknown_name
-
-
-class Output(NamedTuple):
-    """One forward pass: penultimate features and the head's logits."""
-
-    features: Tensor
-    logits: Tensor
+from bench.models.net import Output
 
 
 @dataclass(frozen=True)

@@ -70,5 +70,5 @@ def tiny_args(cifar_root: Path) -> list[str]:
     return ["--data-root", str(cifar_root), "--no-report", *TINY]
 
 
-TINY = ["--preset", "smoke", "--dataset", "cifar10", "--ur", "10", "--set", "steps=1", "--set", "eval_n=20",
+TINY = ["--preset", "smoke", "--dataset", "cifar10", "--ur", "10", "--set", "steps=1", "--eval-n", "20",
         "--set", "epoch_eval_n=20", "--set", "batch_size=32", "--no-progress"]

@@ -21,6 +21,7 @@ def only_run(out: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_run_writes_every_file(tmp_path, tiny_args):
     out = tmp_path / "results"
     report = tmp_path / "report"
@@ -44,17 +45,19 @@ def test_run_writes_every_file(tmp_path, tiny_args):
     assert (run_dir / "done").exists()
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_retrained_unless_forced(tmp_path, tiny_args):
     out = tmp_path / "results"
     assert run(["run", "--out", str(out), *tiny_args]).exit_code == 0
     done_mtime = (only_run(out) / "done").stat().st_mtime_ns
     again = run(["run", "--out", str(out), *tiny_args])
-    assert "not retrained" in again.output
+    assert "done earlier" in again.output
     assert (only_run(out) / "done").stat().st_mtime_ns == done_mtime
     forced = run(["run", "--out", str(out), "--force", *tiny_args])
-    assert forced.exit_code == 0 and "not retrained" not in forced.output
+    assert forced.exit_code == 0 and "done earlier" not in forced.output
 
 
+@pytest.mark.slow
 def test_overrides_change_the_run_hash(tmp_path, tiny_args):
     out = tmp_path / "results"
     assert run(["run", "--out", str(out), *tiny_args]).exit_code == 0
@@ -94,6 +97,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, message):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_args):
     out = tmp_path / "results"
     assert run(["run", "--out", str(out), "--epochs", "2", *tiny_args]).exit_code == 0

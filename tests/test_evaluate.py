@@ -99,6 +99,7 @@ def paper(net: nn.Module, data: LongTailData) -> Paper:
 
 # --- attack sanity ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_eps_zero_gives_clean_accuracy_for_every_attack(net: nn.Module, data: LongTailData) -> None:
     record = run_eval(plain(net), data, ev.SUITES["full"], eps=0.0)
     clean = record["attacks"]["clean"]["per_class_correct"]
@@ -107,6 +108,7 @@ def test_eps_zero_gives_clean_accuracy_for_every_attack(net: nn.Module, data: Lo
         assert record["attacks"][key]["per_class_correct"] == clean, key
 
 
+@pytest.mark.slow
 def test_paper_suite_is_ordered_and_not_trivial(paper: Paper) -> None:
     acc = {key: res["acc"] for key, res in paper[0]["attacks"].items()}
     assert list(acc) == ["clean", "pgd20", "pgd100", "cw100", "aa"]
@@ -116,6 +118,7 @@ def test_paper_suite_is_ordered_and_not_trivial(paper: Paper) -> None:
     assert acc["aa"] <= min(acc["pgd100"], acc["cw100"]) + 0.01
 
 
+@pytest.mark.slow
 def test_autoattack_robust_only_where_clean_correct(
     paper: Paper, data: LongTailData
 ) -> None:
@@ -133,6 +136,7 @@ def test_autoattack_targets_fit_the_class_count(data: LongTailData) -> None:
     ev.check_attacks(ev.SUITES["fast"], 3)
 
 
+@pytest.mark.slow
 def test_autoattack_params_record_the_standard_version(paper: Paper) -> None:
     params = paper[0]["attacks"]["aa"]["params"]
     assert params["version"] == "standard" and params["norm"] == "Linf" and params["eps"] == EPS
@@ -174,6 +178,7 @@ def test_logit_adjustment_is_attacked_through(net: nn.Module, data: LongTailData
 
 # --- metrics ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_per_class_numbers_sum_to_the_overall(paper: Paper) -> None:
     groups = class_groups(TRAIN_COUNTS)
     assert groups == {"head": [0], "mid": [1, 2], "tail": [3]}
@@ -304,6 +309,7 @@ def test_autoattack_runs_in_chunks_that_advance_the_bar(
 
 # --- the command line ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bench_eval_writes_the_record_and_prints_the_table(
     cifar_root: Path, tiny_args: list[str], tmp_path: Path
 ) -> None:

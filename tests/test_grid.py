@@ -22,8 +22,9 @@ from bench.errors import BenchError, InputError
 from bench.grid import locks
 from bench.grid.executors import SlurmOptions, cpu_threads, run_local, run_slurm, worker_device
 from bench.grid.spec import expand, load_grid, parse_grid
-from bench.grid.task import DONE_EARLIER, LOCKED, TRAINED, RunTask, execute, run_status
+from bench.grid.task import DONE_EARLIER, LOCKED, TRAINED, RunTask, execute
 from bench.progress import Progress
+from bench.store import run_status
 
 #: a run of the tiny grid takes a second or two: one epoch, PGD-1 training, 10 test images
 TINY_GRID = """
@@ -32,10 +33,10 @@ archs = ["cnn-small"]
 urs = [10]
 methods = ["pgd-at", "at-bsl"]
 preset = "quick"
+eval_n = 10
 
 [set]
 epochs = 1
-eval_n = 10
 epoch_eval_n = 10
 batch_size = 32
 """
@@ -142,7 +143,9 @@ def test_method_param_rules_and_overrides():
     assert {(c.method_params["variant"], c.method_params["lambda"]) for c in reat} == {
         ("official", 1.0), ("paper", 0.5), ("paper", 1.0)}
     assert all(c.method_params["rbl_mode"] == "logit" and c.method_params["rbl_tau"] == 2.0 for c in reat)
-    assert all(c.preset == "smoke" and c.epochs == 2 and c.eval_suite == "paper" for c in runs)
+    assert all(c.preset == "smoke" and c.epochs == 2 for c in runs)
+    assert spec.evaluation("smoke").suite == "paper" and spec.evaluation("smoke").n == 100
+    assert spec.evaluation("smoke", "full", "all").attacks[-1] == "aa" and spec.evaluation("smoke", n="all").n is None
     with pytest.raises(InputError, match="not run"):
         expand(spec, params={"trades": {"beta": 1.0}})
 
@@ -179,7 +182,7 @@ def test_shipped_grid_contents():
     paper = expand(load_grid("paper-main"))
     assert {(c.dataset, c.arch, c.ur) for c in paper} == {
         (d, a, u) for d in ("cifar10", "cifar100") for a in ("resnet18", "wrn-28-10") for u in (10, 50, 100)}
-    assert {c.preset for c in paper} == {"paper"} and {c.eval_suite for c in paper} == {"paper"}
+    assert {c.preset for c in paper} == {"paper"} and load_grid("paper-main").evaluation().suite == "paper"
     assert len({c.method for c in paper}) == 7
     ablation = expand(load_grid("ablation"))
     reat = [c.method_params for c in ablation if c.method == "reat"]
@@ -188,7 +191,8 @@ def test_shipped_grid_contents():
     assert {(p["lambda"], p["rbl_mode"]) for p in reat if p["variant"] == "paper"} == {
         (lam, mode) for lam in (0.5, 1.0, 2.0) for mode in ("official", "logit")}
     quick = expand(load_grid("fmnist-quick"))
-    assert {(c.preset, c.eval_suite, c.arch, c.seed) for c in quick} == {("quick", "fast", "cnn-small", 0)}
+    assert {(c.preset, c.arch, c.seed) for c in quick} == {("quick", "cnn-small", 0)}
+    assert load_grid("fmnist-quick").evaluation().suite == "fast"
 
 
 def test_unknown_grid_lists_the_shipped_ones():
@@ -210,7 +214,7 @@ def test_dry_run_lists_statuses_and_trains_nothing(tmp_path, grid_file):
     assert result.exit_code == 0, result.output
     assert done.name in result.output and partial.name in result.output
     assert "done" in result.output and "partial" in result.output
-    assert "2 runs: 1 already done, 1 partial, 0 failed, 0 to do" in result.output
+    assert "2 runs: 1 already done, 1 partial, 0 failed, 0 locked, 0 to do" in result.output
     store.mark_failed(partial, "boom")
     assert run_status(partial) == "failed" and run_status(out / "nothing") == "todo"
     result = bench("grid", "fmnist-quick", "--dry-run", "--out", out, "--preset", "smoke")
@@ -244,6 +248,7 @@ def test_lock_from_another_host_is_stale_only_without_heartbeat(tmp_path):
     assert locks.is_stale(path, holder)
 
 
+@pytest.mark.slow
 def test_stale_lock_is_taken_over_and_released(tmp_path, cifar_root):
     cfg = tiny_configs()[0]
     pid = dead_pid()
@@ -255,25 +260,28 @@ def test_stale_lock_is_taken_over_and_released(tmp_path, cifar_root):
     assert store.is_done(tmp_path / cfg.run_id) and not lock.exists()
 
 
-def test_failing_run_releases_its_lock_and_the_grid_goes_on(tmp_path, grid_file, monkeypatch):
+def test_failing_run_releases_its_lock_and_the_grid_goes_on(tmp_path, grid_file, monkeypatch, cifar_root):
     failing, passing = tiny_configs()
 
-    def fake_run_one(cfg, out, **kwargs):
-        assert (out / cfg.run_id / locks.LOCK_FILE).exists()
+    def fake_run_one(cfg, evaluation, run_dir, **kwargs):
+        assert (run_dir / locks.LOCK_FILE).exists()
         if cfg.run_id == failing.run_id:
             raise BenchError("loss is NaN")
         return {"attacks": {"clean": {"acc": 0.5}, "pgd20": {"acc": 0.25}}}
 
     monkeypatch.setattr("bench.grid.task.run_one", fake_run_one)
-    result = bench("grid", grid_file, "--out", tmp_path, *TINY_FLAGS)
+    result = bench("grid", grid_file, "--out", tmp_path, "--data-root", cifar_root, *TINY_FLAGS)
     assert result.exit_code == 1
     assert "1 of 2 runs failed" in result.output and "loss is NaN" in result.output
+    assert store.failure_message(tmp_path / failing.run_id) == "loss is NaN"
+    assert "Traceback" in (tmp_path / failing.run_id / store.FAILED_FILE).read_text()
     assert "50.00" in result.output and "25.00" in result.output
     assert not list(tmp_path.rglob(locks.LOCK_FILE))
 
 
 # --- executors -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_after_a_run_is_deleted(tmp_path, grid_file, cifar_root):
     out = tmp_path / "results"
     first = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--workers", "2", *TINY_FLAGS)
@@ -289,6 +297,7 @@ def test_resume_after_a_run_is_deleted(tmp_path, grid_file, cifar_root):
     assert store.is_done(deleted) and fingerprints(kept) == before
 
 
+@pytest.mark.slow
 def test_slurm_path_with_the_debug_executor(tmp_path, cifar_root):
     cfg = tiny_configs()[1]
     reported, logged = [], []

@@ -82,16 +82,6 @@ def test_robal_margin_prior_and_kl_regulariser() -> None:
     assert loss.item() == pytest.approx(mean(terms) + beta_reg * reg, rel=1e-5)
 
 
-def test_robal_predict_variants() -> None:
-    counts = [4, 2, 1]
-    cos = [[0.9, 0.1, -0.2]]
-    adjusted = make("robal", counts).predict(torch.tensor(cos))
-    expected = [10 * c - 0.1 * math.log(n / 7) for c, n in zip(cos[0], counts, strict=True)]
-    assert adjusted[0].tolist() == pytest.approx(expected, rel=1e-6)
-    logits = torch.tensor(cos)
-    assert torch.equal(make("robal", counts, variant="R").predict(logits), logits)
-
-
 def test_cosplus_head() -> None:
     head = CosPlus(2, 2, gamma=1 / 32)
     with torch.no_grad():

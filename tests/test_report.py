@@ -126,7 +126,7 @@ def test_collect_one_row_per_run_and_attack(tree: Path) -> None:
 def test_problem_runs_have_reasons(tree: Path) -> None:
     problems = {p.run_id: p for p in problem_runs(tree)}
     assert set(problems) == {run_id("rbl", 2), run_id("trades", 0), run_id("pgd-at", 3)}
-    assert problems[run_id("rbl", 2)].status == "unfinished"
+    assert problems[run_id("rbl", 2)].status == "partial"
     assert "1 of 2 epochs" in problems[run_id("rbl", 2)].reason
     assert (problems[run_id("trades", 0)].status, problems[run_id("trades", 0)].reason) == (
         "failed", "RuntimeError: CUDA out of memory")
@@ -204,7 +204,7 @@ def test_index_lists_runs_used_and_problems(report: Path) -> None:
         assert f"| `{run_id(method, seed, ur)}` | {method} | fashion-mnist | cnn-small | {ur} | {seed} |" \
             in used
     unfinished = "no `done` marker (1 of 2 epochs in metrics.jsonl)"
-    assert f"| `{run_id('rbl', 2)}` | unfinished | {unfinished} |" in problems
+    assert f"| `{run_id('rbl', 2)}` | partial | {unfinished} |" in problems
     assert f"| `{run_id('trades', 0)}` | failed | RuntimeError: CUDA out of memory |" in problems
     assert f"| `{run_id('pgd-at', 3)}` | failed | unreadable eval.json" in problems
     assert run_id("pgd-at", 3) not in used
@@ -218,7 +218,7 @@ def test_no_finished_runs_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match=message):
         write_report(results, out)
     assert not out.exists()
-    assert [p.status for p in problem_runs(results)] == ["unfinished", "failed"]
+    assert [p.status for p in problem_runs(results)] == ["partial", "failed"]
     with pytest.raises(InputError, match="does not exist"):
         collect(tmp_path / "nowhere")
 

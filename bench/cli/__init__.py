@@ -9,9 +9,13 @@ import click
 
 from bench.errors import BenchError
 
+#: exit code after Ctrl-C (128 + SIGINT), as shells report it
+INTERRUPTED = 130
+
 
 class BenchGroup(click.Group):
-    """A click group that turns BenchError into a one-line message and its exit code."""
+    """A click group that turns errors into one line on stderr: BenchError and usage errors (exit 2) name
+    the fix; Ctrl-C exits 130 and says how to resume."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -19,6 +23,16 @@ class BenchGroup(click.Group):
         except BenchError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(err.exit_code)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx else "bench"
+            click.echo(f"error: {' '.join(err.format_message().split())} (see `{where} --help`)", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished epochs and attacks are saved; rerun the same command to resume",
+                       err=True)
+            sys.exit(INTERRUPTED)
 
 
 @click.group(cls=BenchGroup)

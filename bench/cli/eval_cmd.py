@@ -1,4 +1,4 @@
-"""``bench eval``: run an attack suite on a trained run and print per-class accuracy."""
+"""``bench eval``: run attacks on trained runs (one run, a results folder or a grid) and print the results."""
 
 from __future__ import annotations
 
@@ -11,22 +11,31 @@ from rich.table import Table
 
 from bench import store
 from bench.cli.options import data_root_option, device_option, progress_option
-from bench.evaluate import EVAL_BATCH_SIZE, SUITES, SampleCount
+from bench.config import check_preset
+from bench.errors import BenchError, InputError
+from bench.evalsettings import (
+    ATTACK_KEYS,
+    CHECKPOINTS,
+    EVAL_BATCH_SIZE,
+    SUITES,
+    check_count,
+    eval_settings,
+    parse_attacks,
+)
+from bench.grid.locks import LockHeld, run_lock
+from bench.grid.spec import expand, load_grid
 from bench.progress import Progress
-from bench.runner import evaluate_run, resolve_device
+from bench.runner import earlier_settings, evaluate_run, read_config, resolve_device
 
 
-def parse_n(ctx: click.Context, param: click.Parameter, value: str | None) -> SampleCount:
+def parse_n(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
     """``--n``: a positive number of test images or ``all``."""
     if value is None or value == "all":
         return value
     try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise click.BadParameter(f"expected a positive number of test images or 'all', got {value!r}")
-    return n
+        return check_count(value, "--n")
+    except InputError as err:
+        raise click.BadParameter(f"expected a positive number of test images or 'all', got {value!r}") from err
 
 
 def per_class_table(record: dict[str, Any], classes: list[str], counts: list[int]) -> Table:
@@ -50,29 +59,108 @@ def per_class_table(record: dict[str, Any], classes: list[str], counts: list[int
     return table
 
 
+def runs_table(records: dict[str, dict[str, Any] | str]) -> Table:
+    """One row per run: accuracy (%) under each attack, or why it was not evaluated."""
+    table = Table(title="evaluated runs: accuracy (%)")
+    table.add_column("run", no_wrap=True)
+    keys = [k for k in ATTACK_KEYS if any(isinstance(r, dict) and k in r["attacks"] for r in records.values())]
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_column("note")
+    for run_id, rec in records.items():
+        if isinstance(rec, str):
+            table.add_row(run_id, *("-" for _ in keys), rec)
+        else:
+            table.add_row(run_id, *(f"{100 * rec['attacks'][k]['acc']:.2f}" if k in rec["attacks"] else "-"
+                                    for k in keys), "")
+    return table
+
+
+def find_runs(target: str, out: Path) -> tuple[list[Path], bool]:
+    """The run folders TARGET names, and whether it named exactly one run.
+
+    TARGET: a run folder (holding config.json), a results folder (every run below it), or a grid file or
+    shipped grid name (its runs under ``out``).
+    """
+    path = Path(target)
+    if path.is_dir():
+        if (path / store.CONFIG_FILE).exists():
+            return [path], True
+        runs = list(store.iter_runs(path))
+        if not runs:
+            raise InputError(f"{path} holds no runs (no {store.CONFIG_FILE} below it); pass a run folder, a "
+                             "results folder or a grid")
+        return runs, False
+    if path.suffix != ".toml" and not path.exists() and ("/" in target or target.startswith(".")):
+        raise InputError(f"no run folder, results folder or grid file {target!r}")
+    spec = load_grid(target)
+    return [out / cfg.run_id for cfg in expand(spec)], False
+
+
 @click.command("eval")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--suite", default=None, type=click.Choice(list(SUITES)), help="default: the run's suite")
+@click.argument("target")
+@click.option("--suite", default=None, type=click.Choice(list(SUITES)),
+              help="attack suite [the one recorded in eval.json, else the run's preset's]")
+@click.option("--attacks", default=None, metavar="A,B", help=f"attacks instead of a suite: {', '.join(ATTACK_KEYS)}")
 @click.option("--n", "n", default=None, callback=parse_n, metavar="N|all",
-              help="test images, the first N/C of every class (default: the run's eval_n)")
+              help="test images, the first N/C of every class [as in eval.json, else the preset's]")
 @click.option("--batch-size", default=EVAL_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
-@click.option("--checkpoint", default="last", show_default=True, type=click.Choice(["last", "best"]))
+@click.option("--checkpoint", default="last", show_default=True, type=click.Choice(CHECKPOINTS))
 @click.option("--eps", default=None, type=click.FloatRange(min=0), help="L-inf radius (default: the run's)")
 @click.option("--step-size", default=None, type=click.FloatRange(min=0),
               help="PGD/CW step (default: the run's; eps/4 with --eps)")
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="results folder of a grid TARGET")
+@click.option("--wait", is_flag=True, help="wait for runs that another process holds, instead of skipping")
 @device_option
 @data_root_option
 @progress_option
-def command(run_dir: Path, suite: str | None, n: SampleCount, batch_size: int, checkpoint: str,
-            eps: float | None, step_size: float | None, device: str, data_root: str | None,
-            progress: bool) -> None:
-    """Evaluate RUN_DIR's checkpoint; results go to eval.json (eval-best.json for --checkpoint best).
+def command(target: str, suite: str | None, attacks: str | None, n: int | str | None, batch_size: int,
+            checkpoint: str, eps: float | None, step_size: float | None, out: Path, wait: bool, device: str,
+            data_root: str | None, progress: bool) -> None:
+    """Evaluate the trained runs that TARGET names: a run folder, a results folder, or a grid (file or name).
 
-    Each attack is saved when it finishes; a re-run skips attacks done with the same parameters and images.
+    Results go to each run's eval.json (eval-best.json for --checkpoint best). Each attack is saved when it
+    finishes; a rerun only runs the attacks that are missing. Runs are never retrained.
     """
+    chosen = parse_attacks(attacks) if attacks is not None else None
+    run_dirs, single = find_runs(target, out)
+    torch_device = resolve_device(device)
+    records: dict[str, dict[str, Any] | str] = {}
     with Progress(progress) as bar:
-        record = evaluate_run(run_dir, data_root=data_root, device=resolve_device(device), progress=bar,
-                              suite=suite, n=n, batch_size=batch_size, checkpoint=checkpoint, eps=eps,
-                              step_size=step_size)
-    config = store.read_json(run_dir / store.CONFIG_FILE)
-    Console(width=160).print(per_class_table(record, config["classes"], config["class_counts"]))
+        for run_dir in run_dirs:
+            status = store.run_status(run_dir)
+            if not single and status != "done":
+                records[run_dir.name] = f"not evaluated: {status}"
+                continue
+            cfg = read_config(run_dir)
+            base = {**check_preset(cfg.preset).eval_settings().to_dict(), **earlier_settings(run_dir, checkpoint)}
+            settings = eval_settings(base, suite=suite, attacks=chosen, n=n, checkpoint=checkpoint,
+                                     batch_size=batch_size)
+            try:
+                with run_lock(run_dir, bar.log, wait=wait):
+                    records[run_dir.name] = evaluate_run(run_dir, settings, data_root=data_root,
+                                                         device=torch_device, progress=bar, eps=eps,
+                                                         step_size=step_size)
+            except LockHeld as held:
+                if single:
+                    raise BenchError(f"{run_dir.name} is {held}; rerun with --wait to wait for it") from None
+                records[run_dir.name] = f"skipped: {held}"
+            except BenchError as err:
+                if single:
+                    raise
+                records[run_dir.name] = f"failed: {err}"
+    console = Console(width=160)
+    if single:
+        record = records[run_dirs[0].name]
+        config = store.read_json(run_dirs[0] / store.CONFIG_FILE)
+        console.print(per_class_table(record, config["classes"], config["class_counts"]))  # type: ignore[arg-type]
+        return
+    console.print(runs_table(records))
+    evaluated = sum(isinstance(r, dict) for r in records.values())
+    if not evaluated:
+        raise BenchError(f"no finished run to evaluate among {len(records)} (train them with `bench run` or "
+                         "`bench grid` first)")
+    failed = [k for k, r in records.items() if isinstance(r, str) and r.startswith("failed")]
+    if failed:
+        raise BenchError(f"{len(failed)} of {len(records)} runs could not be evaluated: {records[failed[0]]}")

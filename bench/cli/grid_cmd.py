@@ -11,25 +11,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bench import store
 from bench.cli.options import parse_settings, training_options
 from bench.config import RunConfig
 from bench.errors import BenchError, InputError
+from bench.evalsettings import EvalSettings
 from bench.grid.executors import Report, SlurmOptions, run_local, run_slurm
 from bench.grid.spec import changed_params, expand, load_grid
-from bench.grid.task import (
-    DONE_EARLIER,
-    FAILED,
-    LOCKED,
-    TRAINED,
-    RunResult,
-    RunTask,
-    finished_result,
-    run_status,
-)
-from bench.runner import resolve_device
+from bench.grid.task import DONE_EARLIER, FAILED, LOCKED, TRAINED, RunResult, RunTask, finished_result
+from bench.runner import resolve_device, run_data
 
-STYLE = {"done": "green", "partial": "yellow", "failed": "red", "todo": "default", TRAINED: "green",
-         DONE_EARLIER: "green", LOCKED: "yellow"}
+STYLE = {"done": "green", "partial": "yellow", "failed": "red", "todo": "default", "locked": "yellow",
+         TRAINED: "green", DONE_EARLIER: "green"}
 #: wide enough for a run id and the method parameters of a sweep
 WIDTH = 180
 
@@ -78,6 +71,59 @@ def reporter(total: int, console: Console) -> Report:
     return report
 
 
+def check_results_dir(out: Path) -> None:
+    """``--out`` must be (or become) a folder: neither it nor a parent may be a file."""
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise InputError(f"results folder {out}: {path} is a file; pass a folder with --out")
+
+
+def execute_grid(
+    configs: Sequence[RunConfig], evaluation: EvalSettings, out: Path, *, source: str, force: bool, wait: bool,
+    device: str, data_root: str | None, progress: bool, executor: str = "local", workers: int = 1,
+    slurm: SlurmOptions | None = None, cluster: str = "slurm",
+) -> dict[str, RunResult]:
+    """Run ``configs`` (skipping finished ones unless ``force``) and print the summary table.
+
+    Device, data and results folder are checked before anything is written. Raises BenchError when a run
+    failed or another process holds one.
+    """
+    check_results_dir(out)
+    statuses = {cfg.run_id: store.run_status(out / cfg.run_id) for cfg in configs}
+    counts = Counter(statuses.values())
+    console = Console(width=WIDTH)
+    if executor == "local":
+        resolve_device(device)
+        for cfg in {(c.dataset, c.ur): c for c in configs}.values():
+            run_data(cfg, data_root, "cpu")  # a missing dataset or a UR too large for it fails here
+    todo = [cfg for cfg in configs if force or statuses[cfg.run_id] != "done"]
+    results = {cfg.run_id: finished_result(out / cfg.run_id) for cfg in configs if cfg not in todo}
+    console.print(f"{source}: {overview(len(configs), counts)}; running {len(todo)} ({executor})", highlight=False)
+    tasks = [RunTask(cfg, out, data_root, device, force, progress, evaluation, wait) for cfg in todo]
+    report = reporter(len(tasks), Console(stderr=True, width=WIDTH))
+    if executor == "slurm":
+        ran = run_slurm(tasks, out, slurm or SlurmOptions(), report, console.print, cluster=cluster) if tasks else []
+    else:
+        ran = run_local(tasks, workers, report)
+    results |= {res.run_id: res for res in ran}
+    console.print(summary_table(configs, results))
+    failed = [res for res in results.values() if res.status == FAILED]
+    if len(configs) == 1 and failed:
+        raise BenchError(f"{failed[0].run_id} failed: {failed[0].message}")
+    if failed:
+        raise BenchError(f"{len(failed)} of {len(configs)} runs failed (see the `failed` file in each run "
+                         "folder); rerun the same command to retry them")
+    locked = [res for res in results.values() if res.status == LOCKED]
+    if locked:
+        raise BenchError(f"{len(locked)} of {len(configs)} runs are held by another process ({locked[0].message})")
+    return results
+
+
+def overview(total: int, counts: Counter) -> str:
+    return (f"{total} runs: {counts['done']} already done, {counts['partial']} partial, {counts['failed']} failed, "
+            f"{counts['locked']} locked, {counts['todo']} to do")
+
+
 @click.command("grid")
 @click.argument("grid")
 @click.option("--dry-run", is_flag=True, help="list the expanded runs and their status; train nothing")
@@ -93,14 +139,14 @@ def reporter(total: int, console: Console) -> Report:
 @click.option("--array-parallelism", type=int, default=None, help="SLURM jobs running at once [64]")
 @click.option("--cluster", type=click.Choice(["slurm", "local", "debug"]), default="slurm", show_default=True,
               help="submitit backend of --executor slurm; local and debug run the same jobs on this machine")
-def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, ...], out: Path, force: bool,
-            device: str, data_root: str | None, progress: bool, executor: str, workers: int,
-            partition: str | None, time_min: int | None, gpus: int | None, cpus: int | None,
-            array_parallelism: int | None, cluster: str) -> None:
+def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, ...], suite: str | None,
+            eval_n: str | None, out: Path, force: bool, wait: bool, device: str, data_root: str | None,
+            progress: bool, executor: str, workers: int, partition: str | None, time_min: int | None,
+            gpus: int | None, cpus: int | None, array_parallelism: int | None, cluster: str) -> None:
     """Train every run of GRID: a grid file or a shipped grid's name.
 
     Finished runs are skipped, partial ones resume from their checkpoint, failed ones are retried; a lock
-    file per run keeps two workers off the same run. Exits 1 when a run failed.
+    file per run keeps two workers off the same run. Exits 1 when a run failed or another process holds one.
     """
     flags = {"partition": partition, "time": time_min, "gpus": gpus, "cpus": cpus,
              "array_parallelism": array_parallelism}
@@ -109,29 +155,15 @@ def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, .
     spec = load_grid(grid)
     fields, params = parse_settings(settings)
     configs = expand(spec, preset=preset, fields=fields, params=params)
-    statuses = {cfg.run_id: run_status(out / cfg.run_id) for cfg in configs}
-    counts = Counter(statuses.values())
-    console = Console(width=WIDTH)
-    overview = (f"{len(configs)} runs: {counts['done']} already done, {counts['partial']} partial, "
-                f"{counts['failed']} failed, {counts['todo']} to do")
-    if dry_run:
-        console.print(plan_table(configs, statuses))
-        console.print(overview, highlight=False)
-        return
+    evaluation = spec.evaluation(preset, suite, eval_n)
     slurm = SlurmOptions.merge(spec.slurm, flags)
-    todo = [cfg for cfg in configs if force or statuses[cfg.run_id] != "done"]
-    results = {cfg.run_id: finished_result(out / cfg.run_id) for cfg in configs if cfg not in todo}
-    console.print(f"grid {spec.source}: {overview}; running {len(todo)} ({executor})", highlight=False)
-    tasks = [RunTask(cfg, out, data_root, device, force, progress) for cfg in todo]
-    report = reporter(len(tasks), Console(stderr=True, width=WIDTH))
-    if executor == "slurm":
-        ran = run_slurm(tasks, out, slurm, report, console.print, cluster=cluster) if tasks else []
-    else:
-        resolve_device(device)  # fail before any run starts
-        ran = run_local(tasks, workers, report)
-    results |= {res.run_id: res for res in ran}
-    console.print(summary_table(configs, results))
-    failed = sum(res.status == FAILED for res in results.values())
-    if failed:
-        raise BenchError(f"{failed} of {len(configs)} runs failed (see the `failed` file in each run "
-                         "folder); rerun the grid to retry them")
+    if dry_run:
+        check_results_dir(out)
+        statuses = {cfg.run_id: store.run_status(out / cfg.run_id) for cfg in configs}
+        console = Console(width=WIDTH)
+        console.print(plan_table(configs, statuses))
+        console.print(overview(len(configs), Counter(statuses.values())), highlight=False)
+        return
+    execute_grid(configs, evaluation, out, source=f"grid {spec.source}", force=force, wait=wait, device=device,
+                 data_root=data_root, progress=progress, executor=executor, workers=workers, slurm=slurm,
+                 cluster=cluster)

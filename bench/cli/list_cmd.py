@@ -8,7 +8,6 @@ from rich.table import Table
 
 from bench.config import PRESETS
 from bench.data import DATASETS
-from bench.evaluate import SUITES
 from bench.models import ARCHS
 from methods import REGISTRY
 
@@ -52,8 +51,10 @@ def presets_table() -> Table:
                 "description"):
         table.add_column(col)
     for name, p in PRESETS.items():
-        table.add_row(name, str(p.epochs), str(p.batch_size), str(p.steps), f"{p.eval_suite} {SUITES[p.eval_suite]}",
-                      str(p.epoch_eval_n or "all"), str(p.eval_n or "all"), p.description)
+        train, ev = p.fields(), p.eval_settings()
+        table.add_row(name, str(train["epochs"]), str(train["batch_size"]), str(train["steps"]),
+                      f"{ev.suite} ({', '.join(ev.attacks)})", str(train["epoch_eval_n"] or "all"),
+                      str(ev.n or "all"), p.description)
     return table
 
 

@@ -1,4 +1,4 @@
-"""Options shared by several commands."""
+"""Options shared by several commands; their defaults come from RunConfig and the evaluation settings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import click
 
 from bench.config import parse_value
 from bench.errors import InputError
+from bench.evalsettings import SUITES
+from bench.grid.spec import split_settings
 
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto (CUDA if available), cpu, cuda or cuda:N")
@@ -24,12 +26,17 @@ def set_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def training_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--set, --out, --force, --device, --data-root and --progress, shared by `bench run` and `bench grid`."""
+    """--set, --suite, --eval-n, --out, --force, --wait, --device, --data-root and --progress
+    (shared by `bench run` and `bench grid`)."""
     options = [
         set_option,
+        click.option("--suite", default=None, help=f"evaluation suite: {', '.join(SUITES)} [the preset's]"),
+        click.option("--eval-n", default=None, metavar="N|all", help="test images of the final evaluation "
+                     "[the preset's]; not part of the run id"),
         click.option("--out", default="results", show_default=True,
                      type=click.Path(file_okay=False, path_type=Path)),
         click.option("--force", is_flag=True, help="retrain runs that already finished"),
+        click.option("--wait", is_flag=True, help="wait for runs that another process holds, instead of skipping"),
         device_option, data_root_option, progress_option,
     ]
     for option in reversed(options):
@@ -39,15 +46,11 @@ def training_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def parse_settings(settings: tuple[str, ...] | list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Split KEY=VALUE strings into config-field overrides and per-method parameter overrides."""
-    fields: dict[str, Any] = {}
-    per_method: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
     for item in settings:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
-        method, dot, param = key.partition(".")
-        if dot:
-            per_method.setdefault(method, {})[param] = parse_value(raw)
-        else:
-            fields[key] = parse_value(raw)
-    return fields, per_method
+        key = key.strip()
+        if not sep or not key or key.startswith(".") or key.endswith("."):
+            raise InputError(f"--set expects KEY=VALUE or METHOD.PARAM=VALUE (e.g. --set lr=0.05), got {item!r}")
+        flat[key] = parse_value(raw)
+    return split_settings(flat)

@@ -22,5 +22,8 @@ def command(results_dir: Path, out: Path | None, checkpoint: str) -> None:
     if not results_dir.is_dir():
         raise InputError(f"no results folder {results_dir}; train with `bench run` or `bench grid` first")
     out = out or Path("reports") / results_dir.resolve().name
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise InputError(f"report folder {out}: {path} is a file; pass a folder with -o")
     index = write_report(results_dir, out, checkpoint=checkpoint)
     click.echo(f"report written to {index}")

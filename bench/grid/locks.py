@@ -23,6 +23,8 @@ from pathlib import Path
 LOCK_FILE = "lock"
 HEARTBEAT_S = 60.0
 STALE_AFTER_S = 600.0
+#: how often a waiting process (``--wait``) looks at a held lock
+WAIT_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -145,10 +147,23 @@ def _heartbeat(path: Path, stop: threading.Event) -> None:
             return
 
 
+def acquire_waiting(run_dir: Path, log: Callable[[str], None]) -> LockInfo:
+    """Take ``run_dir``'s lock, waiting while a live process holds it."""
+    said = False
+    while True:
+        try:
+            return acquire(run_dir, log)
+        except LockHeld as held:
+            if not said:
+                log(f"{run_dir.name}: waiting, {held}")
+                said = True
+            time.sleep(WAIT_POLL_S)
+
+
 @contextmanager
-def run_lock(run_dir: Path, log: Callable[[str], None]) -> Iterator[LockInfo]:
-    """Hold ``run_dir``'s lock for the block (raises LockHeld when a live worker holds it)."""
-    me = acquire(run_dir, log)
+def run_lock(run_dir: Path, log: Callable[[str], None], wait: bool = False) -> Iterator[LockInfo]:
+    """Hold ``run_dir``'s lock for the block (raises LockHeld when a live worker holds it, unless ``wait``)."""
+    me = acquire_waiting(run_dir, log) if wait else acquire(run_dir, log)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(run_dir / LOCK_FILE, stop), daemon=True)
     beat.start()

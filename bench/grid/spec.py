@@ -10,12 +10,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench.config import RunConfig, build_config
+from bench.config import DEFAULTS, PRESETS, RunConfig, build_config, check_preset
 from bench.errors import InputError
+from bench.evalsettings import EvalSettings, check_count, check_suite, eval_settings
 from methods import get_method
 
 AXES = ("datasets", "archs", "urs", "methods", "seeds")
-KEYS = (*AXES, "preset", "suite", "set", "sweep", "exclude", "slurm")
+KEYS = (*AXES, "preset", "suite", "eval_n", "set", "sweep", "exclude", "slurm")
 #: run fields an ``exclude`` rule may name, besides METHOD.PARAM
 RULE_FIELDS = ("dataset", "arch", "ur", "method", "seed")
 SLURM_KEYS = ("partition", "time", "gpus", "cpus", "array_parallelism")
@@ -37,6 +38,13 @@ class GridSpec:
     sweeps: dict[str, dict[str, list[Any]]]  # method -> param -> values
     exclude: tuple[dict[str, Any], ...]  # flat rules: field or METHOD.PARAM -> value or list of values
     slurm: dict[str, Any]
+    eval_n: int | str | None = None  # test images of the final evaluation ("all"); None: the preset's
+
+    def evaluation(self, preset: str | None = None, suite: str | None = None, n: Any = None) -> EvalSettings:
+        """The final evaluation's settings: the preset's, then the file's, then ``suite``/``n`` (the flags)."""
+        base = check_preset(preset or self.preset).eval_settings()
+        settings = eval_settings(base.to_dict(), suite=self.suite, n=self.eval_n)
+        return eval_settings(settings.to_dict(), suite=suite, n=n)
 
 
 def shipped_grids() -> list[str]:
@@ -78,11 +86,12 @@ def _table(data: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
 def _axis(data: Mapping[str, Any], key: str, source: str, kind: type) -> tuple[Any, ...]:
     if key not in data:
         if key == "seeds":
-            return (0,)
+            return (DEFAULTS.seed,)
         raise InputError(f"{source}: missing {key} = [...]")
     values = data[key]
     if not isinstance(values, list) or not values:
-        raise InputError(f"{source}: {key} must be a non-empty list, e.g. {key} = [{values!r}]")
+        example = values if not isinstance(values, list) else ('"..."' if kind is str else 1)
+        raise InputError(f"{source}: {key} must be a non-empty list, e.g. {key} = [{example!r}]")
     if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
         what = "strings" if kind is str else "numbers"
         raise InputError(f"{source}: {key} must hold {what}, got {values}")
@@ -147,20 +156,26 @@ def parse_grid(text: str, source: str) -> GridSpec:
     for key in settings:
         if "." in key:
             _method_param(key, methods, f"{source}: [set] {key}")
-    for key in ("preset", "suite"):
+    for key, example in (("preset", DEFAULTS.preset), ("suite", "fast")):
         if not isinstance(data.get(key, ""), str):
-            raise InputError(f"{source}: {key} must be a string, e.g. {key} = \"quick\"")
+            raise InputError(f"{source}: {key} must be a string, e.g. {key} = \"{example}\"")
+    if "preset" in data and data["preset"] not in PRESETS:
+        raise InputError(f"{source}: unknown preset {data['preset']!r}; choose one of: {', '.join(PRESETS)}")
+    if "suite" in data:
+        check_suite(data["suite"])
+    if "eval_n" in data:
+        check_count(data["eval_n"], f"{source}: eval_n")
     return GridSpec(
         source=source, datasets=_axis(data, "datasets", source, str), archs=_axis(data, "archs", source, str),
         urs=tuple(float(u) for u in _axis(data, "urs", source, int | float)), methods=methods,
-        seeds=_axis(data, "seeds", source, int), preset=data.get("preset", "quick"), suite=data.get("suite"),
-        settings=settings, sweeps=_sweeps(data, methods, source),
-        exclude=_rules(data, methods, source), slurm=slurm,
+        seeds=_axis(data, "seeds", source, int), preset=data.get("preset", DEFAULTS.preset),
+        suite=data.get("suite"), settings=settings, sweeps=_sweeps(data, methods, source),
+        exclude=_rules(data, methods, source), slurm=slurm, eval_n=data.get("eval_n"),
     )
 
 
-def _split(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Config-field overrides and per-method parameters from flat ``[set]`` keys."""
+def split_settings(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Config-field overrides and per-method parameters from flat keys (``[set]`` or ``--set``)."""
     fields: dict[str, Any] = {}
     per_method: dict[str, dict[str, Any]] = {}
     for key, value in settings.items():
@@ -204,13 +219,13 @@ def expand(
     ``preset``, config-field overrides ``fields`` and per-method parameters ``params`` (what ``--set`` gives)
     override the file for every run.
     """
-    file_fields, file_params = _split(spec.settings)
+    file_fields, file_params = split_settings(spec.settings)
     cli_fields, cli_params = dict(fields or {}), dict(params or {})
     stray = sorted(set(cli_params) - set(spec.methods))
     if stray:
-        raise InputError(f"--set names method(s) {stray} that the grid does not run: "
-                         f"{', '.join(spec.methods)}")
-    overrides = ({"eval_suite": spec.suite} if spec.suite else {}) | file_fields | cli_fields
+        raise InputError(f"--set names method(s) {stray} that are not run here (methods: "
+                         f"{', '.join(spec.methods)}); add them to the methods or drop that --set")
+    overrides = file_fields | cli_fields
     runs: dict[str, RunConfig] = {}
     for dataset, arch, ur, method, seed in itertools.product(
         spec.datasets, spec.archs, spec.urs, spec.methods, spec.seeds

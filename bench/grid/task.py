@@ -1,21 +1,23 @@
-"""One grid run inside a worker: lock it, train and evaluate it (resuming), and summarise the outcome."""
+"""One run inside a worker (of `bench run` or `bench grid`): lock it, train and evaluate it (resuming), and
+summarise the outcome. Any exception becomes a ``failed`` marker holding the error and its traceback."""
 
 from __future__ import annotations
 
 import shutil
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import store
 from bench.config import RunConfig
 from bench.errors import BenchError
+from bench.evalsettings import EvalSettings
 from bench.grid.locks import LOCK_FILE, LockHeld, run_lock
 from bench.progress import Progress
 from bench.runner import resolve_device, run_one
 
-#: outcomes of a grid run
+#: outcomes of a run
 TRAINED, DONE_EARLIER, FAILED, LOCKED = "trained", "done earlier", "failed", "locked"
 
 
@@ -29,6 +31,8 @@ class RunTask:
     device: str
     force: bool = False
     progress: bool = False
+    evaluation: EvalSettings = field(default_factory=EvalSettings)
+    wait: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -52,20 +56,12 @@ class RunResult:
                    pgd20=attacks.get("pgd20", {}).get("acc"))
 
 
-def run_status(run_dir: Path) -> str:
-    """``done``, ``failed``, ``partial`` (started, not finished) or ``todo``."""
-    if store.is_done(run_dir):
-        return "done"
-    if (run_dir / store.FAILED_FILE).exists():
-        return "failed"
-    if (run_dir / store.CONFIG_FILE).exists():
-        return "partial"
-    return "todo"
-
-
 def finished_result(run_dir: Path) -> RunResult:
-    """A finished run's result from its eval.json."""
-    record = store.read_json(run_dir / store.eval_file("last"))
+    """A finished run's result from its eval.json (failed, naming the fix, when that is unreadable)."""
+    try:
+        record = store.read_json(run_dir / store.eval_file("last"))
+    except BenchError as err:
+        return RunResult(run_dir.name, FAILED, str(err))
     return RunResult.from_record(run_dir.name, DONE_EARLIER, record)
 
 
@@ -79,25 +75,30 @@ def _clear(run_dir: Path) -> None:
 
 
 def execute(task: RunTask, progress: Progress) -> RunResult:
-    """Train and evaluate one run under its lock; a failure becomes a result, not an exception."""
+    """Train and evaluate one run under its lock; a failure becomes a result (and a marker), not an exception.
+
+    KeyboardInterrupt passes through: the run stays partial and resumes on the next call.
+    """
     cfg, run_dir = task.config, task.run_dir
     try:
-        with run_lock(run_dir, progress.log):
+        with run_lock(run_dir, progress.log, wait=task.wait):
             if store.is_done(run_dir) and not task.force:
                 return finished_result(run_dir)
-            if task.force:
-                _clear(run_dir)
-            device = resolve_device(task.device)
-            record = run_one(cfg, Path(task.out), data_root=task.data_root, device=device, progress=progress)
+            try:
+                if task.force:
+                    _clear(run_dir)
+                store.remove_temp_files(run_dir)
+                record = run_one(cfg, task.evaluation, run_dir, data_root=task.data_root,
+                                 device=resolve_device(task.device), progress=progress)
+            except Exception as err:  # one failed run must not stop the others; the traceback goes to `failed`
+                message = str(err) if isinstance(err, BenchError) else f"{type(err).__name__}: {err}"
+                store.mark_failed(run_dir, message, traceback.format_exc())
+                progress.log(f"{cfg.run_id}: failed: {message}")
+                return RunResult(cfg.run_id, FAILED, message)
     except LockHeld as held:
-        return RunResult(cfg.run_id, LOCKED, str(held))
-    except BenchError as err:
-        return RunResult(cfg.run_id, FAILED, str(err))
-    except Exception as err:  # a bug in one run must not stop the grid; its traceback goes to the log
-        progress.log(f"{cfg.run_id}: {traceback.format_exc()}")
-        message = f"{type(err).__name__}: {err}"
-        store.mark_failed(run_dir, message)
-        return RunResult(cfg.run_id, FAILED, message)
+        return RunResult(cfg.run_id, LOCKED, f"{held}; it is working on this run (wait with --wait)")
+    except OSError as err:  # the run folder cannot be created or locked
+        return RunResult(cfg.run_id, FAILED, f"cannot lock {run_dir} ({err.strerror or err})")
     return RunResult.from_record(cfg.run_id, TRAINED, record)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from bench.errors import unknown_name
 from bench.models.cnn import cnn_small
-from bench.models.net import Net
+from bench.models.net import Net, Output
 from bench.models.resnet import preact_resnet18, resnet18
 from bench.models.wrn import wrn_28_10, wrn_34_10
 
@@ -39,4 +39,4 @@ def build_model(
     return Net(backbone, make_head(feat_dim), mean, std)
 
 
-__all__ = ["ARCHS", "Net", "build_model", "check_arch"]
+__all__ = ["ARCHS", "Net", "Output", "build_model", "check_arch"]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from methods.base import Output
+
+class Output(NamedTuple):
+    """One forward pass: penultimate features and the head's logits."""
+
+    features: Tensor
+    logits: Tensor
 
 
 class Net(nn.Module):

@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.errors import BenchError, InputError
+from bench import store
+from bench.errors import InputError
 from bench.report.labels import attack_sort_key, method_labels, method_sort_key
 
 #: eval record read for each checkpoint
@@ -24,7 +25,8 @@ COLUMNS = ["run_id", "dataset", "arch", "ur", "method", "method_label", "seed", 
 
 @dataclass(frozen=True)
 class RunProblem:
-    """A run folder the report cannot use: ``status`` is ``unfinished`` or ``failed``."""
+    """A run folder the report cannot use: ``status`` is a ``store.run_status`` state other than ``done``,
+    or ``failed`` for a finished run whose records are unreadable."""
 
     run_id: str
     status: str
@@ -72,7 +74,7 @@ def collect(results_dir: str | Path, checkpoint: str = "last") -> pd.DataFrame:
 
 
 def problem_runs(results_dir: str | Path, checkpoint: str = "last") -> list[RunProblem]:
-    """Runs that are unfinished (no ``done``) or failed (``failed`` marker, unreadable records).
+    """Runs that are not done (partial, locked, failed), or whose records are unreadable (failed).
 
     As in the grid, ``done`` wins over a ``failed`` marker (a rerun finished).
     """
@@ -82,7 +84,7 @@ def problem_runs(results_dir: str | Path, checkpoint: str = "last") -> list[RunP
 def runs_frame(runs: list[Run], results_dir: str | Path) -> pd.DataFrame:
     """The ``collect`` frame of already scanned runs."""
     if not runs:
-        raise BenchError(f"no finished runs under {results_dir}; run `bench run` or `bench grid` first")
+        raise InputError(f"no finished runs under {results_dir}; run `bench run` or `bench grid` first")
     labels = method_labels({r.run_id: r.config for r in runs})
     rows = []
     for run in sorted(runs, key=lambda r: _run_sort_key(r, labels[r.run_id])):
@@ -127,11 +129,11 @@ def load_metrics(run: Run) -> pd.DataFrame | None:
 
 
 def _read_run(folder: Path, eval_name: str) -> Run | RunProblem:
-    if not (folder / "done").exists():
-        failed = folder / "failed"
-        if failed.exists():
-            return RunProblem(folder.name, "failed", _one_line(failed.read_text(errors="replace")))
-        return RunProblem(folder.name, "unfinished", _progress(folder))
+    status = store.run_status(folder)
+    if status == "failed":
+        return RunProblem(folder.name, status, _one_line(store.failure_message(folder)))
+    if status != "done":
+        return RunProblem(folder.name, status, _progress(folder))
     try:
         meta, record = _load_json(folder / "config.json"), _load_json(folder / eval_name)
         return _make_run(folder, meta, record, eval_name)
