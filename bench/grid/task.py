@@ -93,7 +93,6 @@ def execute(task: RunTask, progress: Progress) -> RunResult:
             except Exception as err:  # one failed run must not stop the others; the traceback goes to `failed`
                 message = str(err) if isinstance(err, BenchError) else f"{type(err).__name__}: {err}"
                 store.mark_failed(run_dir, message, traceback.format_exc())
-                progress.log(f"{cfg.run_id}: failed: {message}")
                 return RunResult(cfg.run_id, FAILED, message)
     except LockHeld as held:
         return RunResult(cfg.run_id, LOCKED, f"{held}; it is working on this run (wait with --wait)")
