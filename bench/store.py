@@ -117,9 +117,15 @@ def mark_done(run_dir: Path) -> None:
 
 
 def mark_failed(run_dir: Path, message: str, details: str = "") -> None:
-    """Write the ``failed`` marker: the one-line message, then ``details`` (the traceback)."""
+    """Write the ``failed`` marker: the one-line message, then ``details`` (the traceback).
+
+    Best effort: on a full disk the run stays ``partial`` and the error still reaches the caller.
+    """
     if run_dir.exists():
-        write_text(run_dir / FAILED_FILE, message + "\n" + (f"\n{details.rstrip()}\n" if details else ""))
+        try:
+            write_text(run_dir / FAILED_FILE, message + "\n" + (f"\n{details.rstrip()}\n" if details else ""))
+        except (BenchError, OSError):
+            pass
 
 
 def failure_message(run_dir: Path) -> str:
