@@ -133,16 +133,15 @@ def command(target: str, suite: str | None, attacks: str | None, n: int | str | 
             if not single and status != "done":
                 records[run_dir.name] = f"not evaluated: {status}"
                 continue
-            cfg = read_config(run_dir)
             if not (run_dir / store.CKPT_DIR / f"{checkpoint}.pt").exists():
                 if single:
                     raise InputError(f"{run_dir} has no {checkpoint} checkpoint; train it first with `bench run`")
                 records[run_dir.name] = f"not evaluated: no {checkpoint} checkpoint"
                 continue
-            base = {**check_preset(cfg.preset).eval_settings().to_dict(), **earlier_settings(run_dir, checkpoint)}
-            settings = eval_settings(base, suite=suite, attacks=chosen, n=n, checkpoint=checkpoint,
-                                     batch_size=batch_size)
             try:
+                preset = check_preset(read_config(run_dir).preset).eval_settings().to_dict()
+                settings = eval_settings({**preset, **earlier_settings(run_dir, checkpoint)}, suite=suite,
+                                         attacks=chosen, n=n, checkpoint=checkpoint, batch_size=batch_size)
                 with run_lock(run_dir, bar.log, wait=wait):
                     records[run_dir.name] = evaluate_run(run_dir, settings, data_root=data_root,
                                                          device=torch_device, progress=bar, eps=eps,
