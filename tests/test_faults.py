@@ -28,10 +28,13 @@ EPOCHS = 3
 #: a tiny run whose evaluation includes every attack but AutoAttack
 ARGS = [*TINY, "--epochs", str(EPOCHS), "--suite", "fast", "--device", "cpu", "--no-report"]
 TIMEOUT = 300
+#: Ctrl-C raises KeyboardInterrupt as in a terminal, also when the tests run in a background job (which
+#: starts its children with SIGINT ignored)
+SIGINT_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
 #: `bench` in a fresh interpreter (PYTHONPATH and the rest of the environment are inherited)
-BENCH = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())"]
+BENCH = [sys.executable, "-c", SIGINT_AS_IN_A_TERMINAL + "import sys; from bench.cli import main; sys.exit(main())"]
 #: the same, with ``torch.save`` writing half of the Nth checkpoint, creating sys.argv[1] and hanging
-HANGING_SAVE = """
+HANGING_SAVE = SIGINT_AS_IN_A_TERMINAL + """
 import io, sys, time, torch
 marker, nth = sys.argv[1], int(sys.argv[2])
 del sys.argv[1:3]
