@@ -14,6 +14,7 @@ from bench.data import dataset_info
 from bench.errors import InputError, unknown_name
 from bench.evaluate import check_suite
 from bench.models import check_arch
+from bench.precision import resolve_precision
 from methods import get_method
 
 #: lr decays at these fractions of the epochs (60 and 75 of 80 in the official REAT code)
@@ -64,6 +65,8 @@ class RunConfig:
     epoch_eval_n: int | None = 500
     eval_suite: str = "fast"
     eval_n: int | None = 1000
+    precision: str = "fp32"  # what the run trained in: fp32 or bf16 (autocast); "auto" is resolved before
+    compile: bool = False  # torch.compile the backbone and head
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -122,8 +125,12 @@ def build_config(
     seed: Any = 0,
     overrides: Mapping[str, Any] | None = None,
     method_params: Mapping[str, Any] | None = None,
+    device_type: str | None = None,
 ) -> RunConfig:
-    """Resolve a preset plus overrides into a validated RunConfig (raises InputError)."""
+    """Resolve a preset plus overrides into a validated RunConfig (raises InputError).
+
+    ``precision`` defaults to ``auto``, resolved for ``device_type`` (default: CUDA if available, else CPU).
+    """
     get_method(method)
     info = dataset_info(dataset)
     check_arch(arch)
@@ -140,7 +147,7 @@ def build_config(
     values: dict[str, Any] = {
         "epochs": p.epochs, "batch_size": p.batch_size, "steps": p.steps, "eval_suite": p.eval_suite,
         "epoch_eval_n": p.epoch_eval_n, "eval_n": p.eval_n, "augment": info.augment,
-        "eps": 0.1 if small else 8 / 255,
+        "eps": 0.1 if small else 8 / 255, "precision": "auto",
     }
     overrides = dict(overrides or {})
     unknown = set(overrides) - set(SETTABLE)
@@ -164,6 +171,9 @@ def build_config(
     else:
         values["milestones"] = tuple(round(f * values["epochs"]) for f in MILESTONE_FRACTIONS)
     check_suite(values["eval_suite"])
+    values["precision"] = resolve_precision(values["precision"], device_type)
+    if "compile" in values and not isinstance(values["compile"], bool):
+        raise InputError(f"compile must be true or false, got {values['compile']!r}")
     if values["augment"] not in ("none", "crop-flip"):
         raise InputError(f"augment must be 'none' or 'crop-flip', got {values['augment']!r}")
     params = get_method(method).resolve_params(method_params or {}, dataset)

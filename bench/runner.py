@@ -80,6 +80,7 @@ def evaluate_checkpoint(
     run_dir: Path, cfg: RunConfig, data: LongTailData, net: torch.nn.Module, method: Any, checkpoint: str,
     device: torch.device, progress: Progress, *, suite: str | None = None, n: SampleCount = None,
     batch_size: int = EVAL_BATCH_SIZE, eps: float | None = None, step_size: float | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Load ``ckpt/<checkpoint>.pt`` into ``net``/``method`` and run the suite, writing eval(-best).json.
 
@@ -103,14 +104,14 @@ def evaluate_checkpoint(
         InferenceModel(net, method), data, attacks=check_suite(suite or cfg.eval_suite),
         eps=cfg.eps if eps is None else eps, step_size=step_size, seed=cfg.seed,
         n=None if n == "all" else cfg.eval_n if n is None else n, batch_size=batch_size,
-        record=record, out_path=out_path, progress=progress,
+        record=record, out_path=out_path, progress=progress, precision=precision,
     )
 
 
 def evaluate_run(
     run_dir: Path, *, data_root: str | None, device: torch.device, progress: Progress,
     suite: str | None = None, n: SampleCount = None, batch_size: int = EVAL_BATCH_SIZE,
-    checkpoint: str = "last", eps: float | None = None, step_size: float | None = None,
+    checkpoint: str = "last", eps: float | None = None, step_size: float | None = None, precision: str = "fp32",
 ) -> dict[str, Any]:
     """``bench eval``: evaluate a trained run's checkpoint; see ``evaluate_checkpoint`` for the defaults."""
     run_dir = Path(run_dir)
@@ -122,4 +123,5 @@ def evaluate_run(
     data = run_data(cfg, data_root, device)
     trainee = build_trainee(cfg, data, device)
     return evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, checkpoint, device, progress,
-                               suite=suite, n=n, batch_size=batch_size, eps=eps, step_size=step_size)
+                               suite=suite, n=n, batch_size=batch_size, eps=eps, step_size=step_size,
+                               precision=precision)

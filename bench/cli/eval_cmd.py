@@ -60,11 +60,13 @@ def per_class_table(record: dict[str, Any], classes: list[str], counts: list[int
 @click.option("--eps", default=None, type=click.FloatRange(min=0), help="L-inf radius (default: the run's)")
 @click.option("--step-size", default=None, type=click.FloatRange(min=0),
               help="PGD/CW step (default: the run's; eps/4 with --eps)")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]),
+              help="bf16: attacks under bf16 autocast (faster on bf16 hardware, recorded with the results)")
 @device_option
 @data_root_option
 @progress_option
 def command(run_dir: Path, suite: str | None, n: SampleCount, batch_size: int, checkpoint: str,
-            eps: float | None, step_size: float | None, device: str, data_root: str | None,
+            eps: float | None, step_size: float | None, precision: str, device: str, data_root: str | None,
             progress: bool) -> None:
     """Evaluate RUN_DIR's checkpoint; results go to eval.json (eval-best.json for --checkpoint best).
 
@@ -73,6 +75,6 @@ def command(run_dir: Path, suite: str | None, n: SampleCount, batch_size: int, c
     with Progress(progress) as bar:
         record = evaluate_run(run_dir, data_root=data_root, device=resolve_device(device), progress=bar,
                               suite=suite, n=n, batch_size=batch_size, checkpoint=checkpoint, eps=eps,
-                              step_size=step_size)
+                              step_size=step_size, precision=precision)
     config = store.read_json(run_dir / store.CONFIG_FILE)
     Console(width=160).print(per_class_table(record, config["classes"], config["class_counts"]))

@@ -18,7 +18,7 @@ from bench.runner import resolve_device, run_one
 
 def build_configs(
     methods: str, dataset: str, ur: str, arch: str, preset: str, seed: str, numeric: dict[str, Any],
-    settings: tuple[str, ...],
+    settings: tuple[str, ...], device_type: str | None = None,
 ) -> list[RunConfig]:
     """Validate everything before anything is written: one RunConfig per method."""
     names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -31,7 +31,8 @@ def build_configs(
     overrides = {k: parse_value(v) for k, v in numeric.items() if v is not None} | fields
     return [
         build_config(method=name, dataset=dataset, ur=parse_value(ur), arch=arch, preset=preset,
-                     seed=parse_value(seed), overrides=overrides, method_params=per_method.get(name, {}))
+                     seed=parse_value(seed), overrides=overrides, method_params=per_method.get(name, {}),
+                     device_type=device_type)
         for name in names
     ]
 
@@ -64,21 +65,26 @@ def comparison_table(records: list[dict[str, Any]]) -> Table:
 @click.option("--step-size", default=None, help="PGD step (default eps/4)")
 @click.option("--lr", default=None)
 @click.option("--suite", default=None, help="evaluation suite: fast, paper or full (default: the preset's)")
+@click.option("--precision", default=None,
+              help="training precision: fp32, bf16 (autocast) or auto (bf16 where the device has it) [auto]")
 @click.option("--report-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="where the report of OUT goes [reports/<name of OUT>]")
 @click.option("--report/--no-report", "make_report", default=True, help="write tables and plots at the end")
 @training_options
 def command(methods: str, dataset: str, ur: str, arch: str, preset: str, seed: str, epochs: str | None,
             batch_size: str | None, eps: str | None, steps: str | None, step_size: str | None, lr: str | None,
-            suite: str | None, report_dir: Path | None, make_report: bool, settings: tuple[str, ...], out: Path,
-            force: bool, device: str, data_root: str | None, progress: bool) -> None:
+            suite: str | None, precision: str | None, report_dir: Path | None, make_report: bool,
+            settings: tuple[str, ...], out: Path, force: bool, device: str, data_root: str | None,
+            progress: bool) -> None:
     """Train and evaluate METHODS on one long-tailed dataset, one after another."""
     numeric = {"epochs": epochs, "batch_size": batch_size, "eps": eps, "steps": steps, "step_size": step_size,
                "lr": lr}
     if suite is not None:
         settings = (*settings, f"eval_suite={suite}")
-    configs = build_configs(methods, dataset, ur, arch, preset, seed, numeric, settings)
+    if precision is not None:
+        settings = (*settings, f"precision={precision}")
     torch_device = resolve_device(device)
+    configs = build_configs(methods, dataset, ur, arch, preset, seed, numeric, settings, torch_device.type)
     with Progress(progress) as bar:
         records = [run_one(cfg, out, data_root=data_root, device=torch_device, progress=bar, force=force)
                    for cfg in configs]
