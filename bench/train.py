@@ -40,7 +40,8 @@ class Trainee:
     net: Net
     method: Method
     optimizer: torch.optim.SGD
-    #: the eval-mode twin with BN folded into the convs that the training attack runs on (None: ``net``)
+    #: the eval-mode twin with BN folded into the convs, for the training attack and the per-epoch test
+    #: (None: ``net`` itself)
     attack_net: FoldedNet | None = None
 
     def attack_model(self) -> torch.nn.Module:
@@ -79,7 +80,10 @@ def epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.G
 
 
 def test_accuracy(model: InferenceModel, data: LongTailData, cfg: RunConfig, progress: Progress) -> tuple[float, float]:
-    """Clean and PGD-20 accuracy on the per-epoch test subset (inference path, the run's precision)."""
+    """Clean and PGD-20 accuracy on the per-epoch test subset through the inference path, in the run's precision.
+
+    The training core passes the BN-folded twin (same function); the final evaluation uses the net itself.
+    """
     model = with_precision(model, cfg.precision)
     model.eval()
     idx = stratified_first_n(data.y_test, cfg.epoch_eval_n, data.num_classes)
@@ -216,7 +220,7 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
         batches = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches, transient=True)
         stats = train_epoch(cfg, t, data, generator, batches.advance, epoch)
         batches.close()
-        test_clean, test_pgd20 = test_accuracy(InferenceModel(t.net, t.method), data, cfg, progress)
+        test_clean, test_pgd20 = test_accuracy(InferenceModel(t.attack_model(), t.method), data, cfg, progress)
         history.append({"epoch": epoch, **stats, "test_clean_acc": test_clean, "test_pgd20_acc": test_pgd20,
                         "lr": lr, "seconds": time.perf_counter() - began})
         state = checkpoint_state(t, epoch, history, max(best, test_pgd20))
