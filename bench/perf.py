@@ -1,7 +1,8 @@
 """`bench perf`: one whole training step of the real core against the reference loop, in one process.
 
 Both loops get the same images and the same initial weights; each is warmed up on one batch (the real
-core's compile time, with ``compile=true``, is that warm-up) and then timed over ``batches`` batches.
+core's compile time, with ``compile=true``, is that warm-up) and then timed over ``batches`` batches, the two
+loops taking turns batch by batch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import platform
 import resource
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +88,7 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def _timed(device: torch.device, fn: Any) -> float:
+def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
     _sync(device)
     began = time.perf_counter()
     fn()
@@ -94,24 +96,15 @@ def _timed(device: torch.device, fn: Any) -> float:
     return time.perf_counter() - began
 
 
-def time_real(cfg: RunConfig, data: LongTailData, timed: LongTailData, device: torch.device) -> dict[str, float]:
-    """The real core over the batches of ``timed`` after a warm-up batch: seconds, images/s, peak memory."""
+def real_steps(cfg: RunConfig, data: LongTailData, timed: LongTailData, device: torch.device) -> Iterator[int]:
+    """The real core's steps over ``timed`` (batching included); yields each batch's size."""
     trainee = build_trainee(cfg, data, device)
-    data = timed
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     stats = EpochStats(data.num_classes, device)
-    batches = list(train_batches(data, cfg.batch_size, generator, cfg.augment))
-    _reset_peak_memory(device)
-    warmup = _timed(device, lambda: train_step(cfg, trainee, *batches[0], generator, stats, 0))
-
-    def run() -> None:
-        for batch, (x, y) in enumerate(train_batches(data, cfg.batch_size, generator, cfg.augment)):
-            train_step(cfg, trainee, x, y, generator, stats, batch)
-        stats.check(cfg, 0)
-
-    seconds = _timed(device, run)
-    return {"warmup_seconds": warmup, "seconds": seconds, "images_per_s": data.y_train.numel() / seconds,
-            "peak_mib": peak_memory_mib(device)}
+    for batch, (x, y) in enumerate(train_batches(timed, cfg.batch_size, generator, cfg.augment)):
+        train_step(cfg, trainee, x, y, generator, stats, batch)
+        yield y.numel()
+    stats.check(cfg, 0)
 
 
 def reference_loop(cfg: RunConfig, data: LongTailData, device: torch.device) -> ReferenceLoop:
@@ -122,24 +115,37 @@ def reference_loop(cfg: RunConfig, data: LongTailData, device: torch.device) -> 
     return ReferenceLoop(net, optimizer, cfg.method, data.class_counts, cfg.eps, cfg.step_size, cfg.steps)
 
 
-def time_reference(cfg: RunConfig, data: LongTailData, timed: LongTailData, device: torch.device
-                   ) -> dict[str, float]:
-    """The reference loop over the DataLoader's batches of ``timed`` after a warm-up batch."""
+def reference_steps(cfg: RunConfig, data: LongTailData, timed: LongTailData, device: torch.device
+                    ) -> Iterator[int]:
+    """The reference loop's steps over the DataLoader's batches of ``timed``; yields each batch's size."""
     loop = reference_loop(cfg, data, device)
-    data = timed
-    loader = reference_loader(data.x_train, data.y_train, cfg.augment, cfg.batch_size)
-    x0, y0 = next(iter(loader))
-    _reset_peak_memory(device)
-    warmup = _timed(device, lambda: loop.step(x0.to(device), y0.to(device)))
+    for x, y in reference_loader(timed.x_train, timed.y_train, cfg.augment, cfg.batch_size):
+        loop.step(x.to(device), y.to(device))
+        yield y.numel()
+    loop.end_epoch()
 
-    def run() -> None:
-        for x, y in loader:
-            loop.step(x.to(device), y.to(device))
-        loop.end_epoch()
 
-    seconds = _timed(device, run)
-    return {"warmup_seconds": warmup, "seconds": seconds, "images_per_s": data.y_train.numel() / seconds,
-            "peak_mib": peak_memory_mib(device)}
+def interleaved(device: torch.device, loops: dict[str, Iterator[int]]) -> dict[str, dict[str, float]]:
+    """Warm each loop up on its first batch (peak memory measured there), then time the rest batch by batch,
+    alternating between the loops so that a machine's changing load hits both alike."""
+    result: dict[str, dict[str, float]] = {}
+    for name, steps in loops.items():
+        _reset_peak_memory(device)
+        result[name] = {"warmup_seconds": _timed(device, lambda s=steps: next(s)), "peak_mib": peak_memory_mib(device),
+                        "seconds": 0.0, "images": 0}
+    running = dict(loops)
+    while running:
+        for name, steps in list(running.items()):
+            size: list[int] = []
+            seconds = _timed(device, lambda s=steps, out=size: out.append(next(s, 0)))
+            if size[0] == 0:
+                del running[name]
+                continue
+            result[name]["seconds"] += seconds
+            result[name]["images"] += size[0]
+    for r in result.values():
+        r["images_per_s"] = r["images"] / r["seconds"] if r["seconds"] else math.nan
+    return result
 
 
 def time_pgd20(cfg: RunConfig, data: LongTailData, device: torch.device, n_images: int) -> float:
@@ -167,16 +173,16 @@ def whole_step(
     cfg: RunConfig, data: LongTailData, device: torch.device, batches: int, eval_images: int = EVAL_BATCH_SIZE,
 ) -> dict[str, Any]:
     """Real core vs reference loop on the same ``batches`` batches; the JSON ``bench perf --json`` prints."""
-    timed = _with_train(data, *timed_subset(data, min(batches * cfg.batch_size, data.y_train.numel())))
-    reference = time_reference(cfg, data, timed, device)
-    real = time_real(cfg, data, timed, device)
+    timed = _with_train(data, *timed_subset(data, min((batches + 1) * cfg.batch_size, data.y_train.numel())))
+    loops = {"reference": reference_steps(cfg, data, timed, device), "real": real_steps(cfg, data, timed, device)}
+    times = interleaved(device, loops)
+    reference, real = times["reference"], times["real"]
     pgd20 = time_pgd20(cfg, data, device, min(eval_images, data.y_test.numel()))
-    data = timed
     return {
         "method": cfg.method, "arch": cfg.arch, "dataset": data.name, "device": _device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": cfg.precision,
-        "compile": cfg.compile, "batch_size": cfg.batch_size, "steps": cfg.steps, "images": data.y_train.numel(),
-        "batches": math.ceil(data.y_train.numel() / cfg.batch_size),
+        "compile": cfg.compile, "batch_size": cfg.batch_size, "steps": cfg.steps, "images": real["images"],
+        "batches": batches,
         "reference": reference, "real": real, "ratio": real["images_per_s"] / reference["images_per_s"],
         "pgd20_images_per_s": pgd20,
     }
