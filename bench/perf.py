@@ -192,3 +192,28 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu {platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+PHASES = ("attack", "update_forward", "update_backward", "bookkeeping")
+
+
+def profile_step(cfg: RunConfig, data: LongTailData, device: torch.device, top: int = 12) -> dict[str, Any]:
+    """torch.profiler over one real step after a warm-up step: milliseconds per phase and the top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainee = build_trainee(cfg, data, device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    stats = EpochStats(data.num_classes, device)
+    batches = train_batches(data, cfg.batch_size, generator, cfg.augment)
+    train_step(cfg, trainee, *next(batches), generator, stats, 0)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    x, y = next(batches)
+    with profile(activities=activities) as prof:
+        train_step(cfg, trainee, x, y, generator, stats, 1)
+        _sync(device)
+    events = prof.key_averages()
+    device_time = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+    phases = {e.key.removeprefix("ltbench."): getattr(e, device_time) / 1000 for e in events
+              if e.key.removeprefix("ltbench.") in PHASES}
+    return {"phases_ms": {p: phases.get(p, 0.0) for p in PHASES},
+            "operators": events.table(sort_by="self_cpu_time_total", row_limit=top)}

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from bench import store
 from bench.attacks import pgd
@@ -138,24 +139,27 @@ def train_step(cfg: RunConfig, t: Trainee, x: Tensor, y: Tensor, generator: torc
     """
     net, method = t.net, t.method
     x = x.contiguous(memory_format=memory_format(cfg.arch))
-    net.eval()
-    model = with_precision(t.attack_model(), cfg.precision)
-    with torch.no_grad():
-        clean_logits = model(x)
-    x_adv = pgd(model, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
-                loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
-                start=method.attack_start, generator=generator)
-    net.train()
-    with autocast(cfg.precision, x.device):
-        out_adv = net.forward_features(x_adv)
-        out_clean = net.forward_features(x) if method.needs_clean_output else None
-    out_adv = Output(*(o.float() for o in out_adv))
-    out_clean = Output(*(o.float() for o in out_clean)) if out_clean is not None else None
-    loss = method.train_loss(out_adv, y, out_clean)
-    t.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    t.optimizer.step()
-    with torch.no_grad():
+    with record_function("ltbench.attack"):
+        net.eval()
+        model = with_precision(t.attack_model(), cfg.precision)
+        with torch.no_grad():
+            clean_logits = model(x)
+        x_adv = pgd(model, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
+                    loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
+                    start=method.attack_start, generator=generator)
+    with record_function("ltbench.update_forward"):
+        net.train()
+        with autocast(cfg.precision, x.device):
+            out_adv = net.forward_features(x_adv)
+            out_clean = net.forward_features(x) if method.needs_clean_output else None
+        out_adv = Output(*(o.float() for o in out_adv))
+        out_clean = Output(*(o.float() for o in out_clean)) if out_clean is not None else None
+        loss = method.train_loss(out_adv, y, out_clean)
+    with record_function("ltbench.update_backward"):
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t.optimizer.step()
+    with record_function("ltbench.bookkeeping"), torch.no_grad():
         stats.add(batch, loss.detach(), y, clean_logits, out_adv.logits)
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from bench.cli.options import data_root_option
 from bench.config import PRESETS
 from bench.data import load_dataset, long_tail_data
-from bench.perf import perf_config, synthetic_data, whole_step
+from bench.perf import perf_config, profile_step, synthetic_data, whole_step
 from bench.precision import PRECISIONS
 from bench.runner import resolve_device
 
@@ -48,10 +48,12 @@ def result_table(r: dict) -> Table:
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
               help="the real core's precision (the reference is always fp32)")
 @click.option("--compile", "compile_net", is_flag=True, help="torch.compile the real core (warm-up = compile)")
+@click.option("--profile", "with_profile", is_flag=True,
+              help="also profile one real step (torch.profiler): time per phase and the top operators")
 @click.option("--json", "as_json", is_flag=True, help="print the measurements as JSON")
 @data_root_option
 def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, batches: int, batch_size: int | None,
-            preset: str, device: str, precision: str, compile_net: bool, as_json: bool,
+            preset: str, device: str, precision: str, compile_net: bool, with_profile: bool, as_json: bool,
             data_root: str | None) -> None:
     """Time one whole training step (attack + update) of the real core against the official-code-style loop."""
     torch_device = resolve_device(device)
@@ -61,7 +63,15 @@ def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, ba
     else:
         data = long_tail_data(load_dataset(dataset, data_root), ur, torch_device)
     result = whole_step(cfg, data, torch_device, batches)
+    if with_profile:
+        result["profile"] = profile_step(cfg, data, torch_device)
     if as_json:
         click.echo(json.dumps(result, indent=2))
-    else:
-        Console(width=160).print(result_table(result))
+        return
+    console = Console(width=160)
+    console.print(result_table(result))
+    if with_profile:
+        phases = result["profile"]["phases_ms"]
+        total = sum(phases.values())
+        console.print("one step: " + ", ".join(f"{p} {ms:.1f} ms ({ms / total:.0%})" for p, ms in phases.items()))
+        console.print(result["profile"]["operators"], markup=False, highlight=False)
