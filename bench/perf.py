@@ -177,14 +177,15 @@ def whole_step(
     loops = {"reference": reference_steps(cfg, data, timed, device), "real": real_steps(cfg, data, timed, device)}
     times = interleaved(device, loops)
     reference, real = times["reference"], times["real"]
-    pgd20 = time_pgd20(cfg, data, device, min(eval_images, data.y_test.numel()))
+    n_eval = min(eval_images, data.y_test.numel())
+    pgd20 = time_pgd20(cfg, data, device, n_eval) if n_eval else math.nan
     return {
         "method": cfg.method, "arch": cfg.arch, "dataset": data.name, "device": _device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": cfg.precision,
         "compile": cfg.compile, "batch_size": cfg.batch_size, "steps": cfg.steps, "images": real["images"],
         "batches": batches,
         "reference": reference, "real": real, "ratio": real["images_per_s"] / reference["images_per_s"],
-        "pgd20_images_per_s": pgd20,
+        "pgd20_images_per_s": pgd20, "pgd20_images": n_eval,
     }
 
 

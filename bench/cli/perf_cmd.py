@@ -11,6 +11,7 @@ from rich.table import Table
 from bench.cli.options import data_root_option
 from bench.config import PRESETS
 from bench.data import load_dataset, long_tail_data
+from bench.evaluate import EVAL_BATCH_SIZE
 from bench.perf import perf_config, profile_step, synthetic_data, whole_step
 from bench.precision import PRECISIONS
 from bench.runner import resolve_device
@@ -29,7 +30,9 @@ def result_table(r: dict) -> Table:
                   f"{real['images_per_s']:.1f}", f"{real['warmup_seconds']:.2f}", f"{real['peak_mib']:.0f}")
     table.add_section()
     table.add_row("speed-up", "", f"{r['ratio']:.2f}x", "", "")
-    table.add_row("evaluator PGD-20", "fp32", f"{r['pgd20_images_per_s']:.1f}", "", "")
+    if r["pgd20_images"]:
+        table.add_row(f"evaluator PGD-20 ({r['pgd20_images']} images)", "fp32", f"{r['pgd20_images_per_s']:.1f}",
+                      "", "")
     return table
 
 
@@ -44,6 +47,8 @@ def result_table(r: dict) -> Table:
 @click.option("--batch-size", default=None, type=click.IntRange(min=1), help="default: the preset's")
 @click.option("--preset", default="paper", show_default=True, type=click.Choice(list(PRESETS)),
               help="training protocol (PGD steps, batch size)")
+@click.option("--eval-images", default=EVAL_BATCH_SIZE, show_default=True, type=click.IntRange(min=0),
+              help="test images for the evaluator's PGD-20 rate (0: skip it)")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
               help="the real core's precision (the reference is always fp32)")
@@ -53,7 +58,7 @@ def result_table(r: dict) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="print the measurements as JSON")
 @data_root_option
 def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, batches: int, batch_size: int | None,
-            preset: str, device: str, precision: str, compile_net: bool, with_profile: bool, as_json: bool,
+            preset: str, eval_images: int, device: str, precision: str, compile_net: bool, with_profile: bool, as_json: bool,
             data_root: str | None) -> None:
     """Time one whole training step (attack + update) of the real core against the official-code-style loop."""
     torch_device = resolve_device(device)
@@ -62,7 +67,7 @@ def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, ba
         data = synthetic_data(dataset, ur, torch_device)
     else:
         data = long_tail_data(load_dataset(dataset, data_root), ur, torch_device)
-    result = whole_step(cfg, data, torch_device, batches)
+    result = whole_step(cfg, data, torch_device, batches, eval_images)
     if with_profile:
         result["profile"] = profile_step(cfg, data, torch_device)
     if as_json:
