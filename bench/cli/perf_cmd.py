@@ -58,8 +58,8 @@ def result_table(r: dict) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="print the measurements as JSON")
 @data_root_option
 def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, batches: int, batch_size: int | None,
-            preset: str, eval_images: int, device: str, precision: str, compile_net: bool, with_profile: bool, as_json: bool,
-            data_root: str | None) -> None:
+            preset: str, eval_images: int, device: str, precision: str, compile_net: bool, with_profile: bool,
+            as_json: bool, data_root: str | None) -> None:
     """Time one whole training step (attack + update) of the real core against the official-code-style loop."""
     torch_device = resolve_device(device)
     cfg = perf_config(method, arch, dataset, torch_device, precision, preset, batch_size, compile_net)
