@@ -65,7 +65,7 @@ class RunConfig:
     epoch_eval_n: int | None = 500
     eval_suite: str = "fast"
     eval_n: int | None = 1000
-    precision: str = "fp32"  # what the run trained in: fp32 or bf16 (autocast); "auto" is resolved before
+    precision: str = "fp32"  # fp32 or bf16 (autocast); build_config resolves "auto" before hashing
     compile: bool = False  # torch.compile the backbone and head
 
     def to_dict(self) -> dict[str, Any]:
