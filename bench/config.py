@@ -19,6 +19,7 @@ from bench.data import dataset_info, max_ur
 from bench.errors import BenchError, InputError, unknown_name
 from bench.evalsettings import SUITES, EvalSettings, eval_settings
 from bench.models import check_arch
+from bench.precision import PRECISIONS, resolve_precision
 from methods import get_method
 
 #: lr decays at these fractions of the epochs (60 and 75 of 80 in the official REAT code)
@@ -53,6 +54,12 @@ def choice(*values: str) -> Check:
         return value
 
     return check
+
+
+def boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def epochs_list(name: str, value: Any) -> tuple[int, ...]:
@@ -94,6 +101,9 @@ class RunConfig:
     seed: int = setting(0, flag="--seed")
     #: test images of the per-epoch clean / PGD-20 numbers that pick best.pt (None: all)
     epoch_eval_n: int | None = setting(500, number(positive=True, integer=True, optional=True))
+    #: fp32 or bf16 autocast; "auto" is resolved for the device before hashing (bench/precision.py)
+    precision: str = setting("auto", choice(*PRECISIONS))
+    compile: bool = setting(False, boolean)  # torch.compile the backbone and head
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -207,8 +217,12 @@ def build_config(
     seed: Any = DEFAULTS.seed,
     overrides: Mapping[str, Any] | None = None,
     method_params: Mapping[str, Any] | None = None,
+    device_type: str | None = None,
 ) -> RunConfig:
-    """Resolve a preset plus overrides into a validated RunConfig (raises InputError)."""
+    """Resolve a preset plus overrides into a validated RunConfig (raises InputError).
+
+    ``precision`` defaults to ``auto``, resolved for ``device_type`` (default: CUDA if available, else CPU).
+    """
     get_method(method)
     info = dataset_info(dataset)
     check_arch(arch)
@@ -230,6 +244,7 @@ def build_config(
         values["milestones"] = tuple(sorted({m for f in MILESTONE_FRACTIONS
                                              if 0 < (m := round(f * values["epochs"])) < values["epochs"]}))
     seed = number(integer=True)("seed", seed)
+    values["precision"] = resolve_precision(values["precision"], device_type)
     params = get_method(method).resolve_params(method_params or {}, dataset)
     return RunConfig(**{**values, "dataset": dataset, "ur": check_ur(ur, dataset), "arch": arch, "method": method,
                         "method_params": params, "preset": preset, "seed": seed})

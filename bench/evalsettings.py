@@ -21,6 +21,7 @@ SUITES: dict[str, tuple[str, ...]] = {
 }
 EVAL_BATCH_SIZE = 500
 CHECKPOINTS = ("last", "best")
+EVAL_PRECISIONS = ("fp32", "bf16")
 
 
 def check_suite(name: str) -> tuple[str, ...]:
@@ -63,6 +64,8 @@ class EvalSettings:
     n: int | None = 1000
     checkpoint: str = "last"
     batch_size: int = EVAL_BATCH_SIZE
+    #: fp32 (the measurement) or bf16 autocast for the attacks
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "attacks": list(self.attacks)}
@@ -70,7 +73,7 @@ class EvalSettings:
 
 def eval_settings(
     base: Mapping[str, Any] | None = None, *, suite: str | None = None, attacks: Sequence[str] | None = None,
-    n: Any = None, checkpoint: str | None = None, batch_size: int | None = None,
+    n: Any = None, checkpoint: str | None = None, batch_size: int | None = None, precision: str | None = None,
 ) -> EvalSettings:
     """Validated settings: ``base`` (a preset's or an earlier eval.json's) updated with what is given.
 
@@ -98,5 +101,9 @@ def eval_settings(
     if isinstance(values["batch_size"], bool) or not isinstance(values["batch_size"], int) \
             or values["batch_size"] < 1:
         raise InputError(f"evaluation batch size must be a positive whole number, got {values['batch_size']!r}")
+    if precision is not None:
+        values["precision"] = precision
+    if values["precision"] not in EVAL_PRECISIONS:
+        raise unknown_name("evaluation precision", values["precision"], list(EVAL_PRECISIONS))
     values["attacks"] = tuple(values["attacks"])
     return EvalSettings(**values)

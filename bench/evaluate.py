@@ -27,6 +27,7 @@ from bench.errors import InputError, unknown_name
 from bench.evalsettings import ATTACK_KEYS, EVAL_BATCH_SIZE, SUITES, EvalSettings, check_suite  # noqa: F401
 from bench.inference import InferenceModel
 from bench.metrics import accuracy_summary
+from bench.precision import with_precision
 from bench.progress import Progress
 
 CW_KAPPA = 50.0
@@ -164,8 +165,11 @@ def evaluate(
     record: dict[str, Any],
     out_path: Path | None,
     progress: Progress,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Run ``attacks`` on the stratified first-``n`` test images (all for None), saving after each attack.
+
+    ``precision="bf16"`` runs every attack under bf16 autocast and records it in each attack's parameters.
 
     Attacks already in ``record`` with the same parameters and test images are skipped; results on other
     test images, or of a requested attack with other parameters, are dropped (see ``_drop_stale``).
@@ -175,6 +179,9 @@ def evaluate(
     x_all, y_all = data.x_test[idx], data.y_test[idx]
     totals = torch.bincount(y_all.cpu(), minlength=data.num_classes).tolist()
     wanted = {key: attack_params(key, eps, step_size, data.num_classes, seed) for key in ATTACK_KEYS}
+    if precision != "fp32":
+        wanted = {key: {**params, "precision": precision} for key, params in wanted.items()}
+    model = with_precision(model, precision)
     record["n_test"] = idx.numel()
     record["subset"] = "all" if idx.numel() == data.y_test.numel() else "stratified-first-n"
     record["subset_rule"] = SUBSET_RULE

@@ -1,121 +1,220 @@
-"""Speed benchmarks reported as ratios measured in one process (machines are noisy; ratios less so)."""
+"""`bench perf`: one whole training step of the real core against the reference loop, in one process.
+
+Both loops get the same images and the same initial weights; each is warmed up on one batch (the real
+core's compile time, with ``compile=true``, is that warm-up) and then timed over ``batches`` batches, the two
+loops taking turns batch by batch.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import math
+import platform
+import resource
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor
 
-from bench.data import LongTailData, train_batches
+from bench.config import RunConfig, build_config
+from bench.data import LongTailData, dataset_info, long_tail_counts, train_batches
+from bench.evaluate import EVAL_BATCH_SIZE, attack_params, run_attack
+from bench.inference import InferenceModel
+from bench.perf_reference import ReferenceLoop, reference_loader
+from bench.progress import Progress
+from bench.train import EpochStats, build_trainee, train_step
 
-
-@dataclass
-class Comparison:
-    name: str
-    baseline: str
-    baseline_seconds: float
-    ltbench: str
-    ltbench_seconds: float
-
-    @property
-    def speedup(self) -> float:
-        return self.baseline_seconds / self.ltbench_seconds
+#: training images per class before the long-tailed profile is applied (synthetic data)
+SYNTHETIC_N_MAX = 5000
 
 
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest wall time of ``repeats`` calls (after one warm-up call)."""
+def synthetic_data(dataset: str, ur: float, device: torch.device, seed: int = 0) -> LongTailData:
+    """Random uint8 images at ``dataset``'s shape with its long-tailed class counts (n_max 5000)."""
+    info = dataset_info(dataset)
+    gen = torch.Generator().manual_seed(seed)
+    shape = (info.channels, info.image_size, info.image_size)
+    counts = long_tail_counts(SYNTHETIC_N_MAX, info.num_classes, ur)
+    labels = torch.repeat_interleave(torch.arange(info.num_classes), torch.tensor(counts))
+    images = torch.randint(0, 256, (labels.numel(), *shape), dtype=torch.uint8, generator=gen)
+    test_y = torch.arange(info.num_classes).repeat(-(-EVAL_BATCH_SIZE // info.num_classes))
+    test_x = torch.randint(0, 256, (test_y.numel(), *shape), dtype=torch.uint8, generator=gen)
+    classes = tuple(str(c) for c in range(info.num_classes))
+    return LongTailData(f"synthetic-{dataset}", classes, ur, images.to(device), labels.to(device),
+                        test_x.to(device), test_y.to(device))
+
+
+def timed_subset(data: LongTailData, n_images: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A fixed random ``n_images`` of the training set: the images both loops are timed on."""
+    keep = torch.randperm(data.y_train.numel(), generator=torch.Generator().manual_seed(seed))[:n_images]
+    keep = keep.to(data.y_train.device)
+    return data.x_train[keep], data.y_train[keep]
+
+
+def _with_train(data: LongTailData, x: Tensor, y: Tensor) -> LongTailData:
+    """``data`` with ``x, y`` as its training images."""
+    return dataclasses.replace(data, x_train=x, y_train=y)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:  # Linux: "5" resets the process's peak resident set size (VmHWM)
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """CUDA: max allocated since the last reset; CPU: the process's peak RSS (since the last reset on Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 if platform.system() == "Darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
+    _sync(device)
+    began = time.perf_counter()
     fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return min(times)
+    _sync(device)
+    return time.perf_counter() - began
 
 
-class _CropFlipDataset(Dataset):
-    """The per-sample pipeline of the papers' scripts: torchvision transforms on one image at a time."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        from torchvision import transforms
-
-        self.images, self.labels = images, labels
-        self.transform = transforms.Compose([
-            transforms.ToPILImage(), transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-        ])
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[i]), self.labels[i]
+def real_steps(cfg: RunConfig, data: LongTailData, timed: LongTailData, device: torch.device) -> Iterator[int]:
+    """The real core's steps over ``timed`` (batching included); yields each batch's size."""
+    trainee = build_trainee(cfg, data, device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    stats = EpochStats(data.num_classes, device)
+    for batch, (x, y) in enumerate(train_batches(timed, cfg.batch_size, generator, cfg.augment)):
+        train_step(cfg, trainee, x, y, generator, stats, batch)
+        yield y.numel()
+    stats.check(cfg, 0)
 
 
-def compare_data_pipeline(n_images: int, batch_size: int, repeats: int) -> Comparison:
-    """One epoch of crop+flip batches: torchvision DataLoader vs ltbench's on-device vectorised batching."""
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    labels = torch.randint(0, 10, (n_images,), generator=gen)
-    data = LongTailData("synthetic", tuple(map(str, range(10))), 1.0, images, labels, images[:1], labels[:1])
-    loader = DataLoader(_CropFlipDataset(images, labels), batch_size=batch_size, shuffle=True, num_workers=0)
-
-    def loader_epoch() -> None:
-        for _ in loader:
-            pass
-
-    def ltbench_epoch() -> None:
-        for _ in train_batches(data, batch_size, torch.Generator().manual_seed(0), "crop-flip"):
-            pass
-
-    return Comparison(f"data pipeline, {n_images} CIFAR-size images", "torchvision DataLoader + transforms",
-                      best_of(loader_epoch, repeats), "on-device uint8 + vectorised crop/flip",
-                      best_of(ltbench_epoch, repeats))
+def reference_loop(cfg: RunConfig, data: LongTailData, device: torch.device) -> ReferenceLoop:
+    """The reference loop with the real core's initial weights (fp32, NCHW, default SGD)."""
+    real = build_trainee(dataclasses.replace(cfg, compile=False), data, device).net
+    net = copy.deepcopy(real).to(memory_format=torch.contiguous_format)
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return ReferenceLoop(net, optimizer, cfg.method, data.class_counts, cfg.eps, cfg.step_size, cfg.steps)
 
 
-def tail_per_anchor_loop(features: torch.Tensor, y: torch.Tensor, class_counts: torch.Tensor) -> torch.Tensor:
-    """Official TAIL written as the official code's loop over tail anchors (baseline for the benchmark)."""
-    batch, dims = features.shape
-    num_classes = len(class_counts)
-    weights = (class_counts.sum() / class_counts).sqrt()
-    log_q = F.log_softmax(features, dim=1)
-    terms = []
-    for b in range(batch):
-        if int(y[b]) < num_classes - num_classes // 3:
-            continue
-        p = log_q[b].detach().exp()
-        kbar = (p * (log_q[b].detach() - log_q)).sum() / (batch * dims)
-        sign = torch.where(y == y[b], -1.0, 1.0)
-        terms.append(kbar * (sign * (weights[y[b]] + weights[y])).sum() / batch)
-    return torch.stack(terms).mean() if terms else features.sum() * 0
+def reference_steps(cfg: RunConfig, data: LongTailData, timed: LongTailData, device: torch.device
+                    ) -> Iterator[int]:
+    """The reference loop's steps over the DataLoader's batches of ``timed``; yields each batch's size."""
+    loop = reference_loop(cfg, data, device)
+    for x, y in reference_loader(timed.x_train, timed.y_train, cfg.augment, cfg.batch_size):
+        loop.step(x.to(device), y.to(device))
+        yield y.numel()
+    loop.end_epoch()
 
 
-def compare_tail(batch: int, dims: int, repeats: int) -> Comparison:
-    """TAIL loss + backward on one batch: per-anchor Python loop vs the vectorised implementation."""
-    from methods.tail_loss import tail_official
+def interleaved(device: torch.device, loops: dict[str, Iterator[int]]) -> dict[str, dict[str, float]]:
+    """Warm each loop up on its first batch (peak memory measured there), then time the rest batch by batch,
+    alternating between the loops so that a machine's changing load hits both alike."""
+    result: dict[str, dict[str, float]] = {}
+    for name, steps in loops.items():
+        _reset_peak_memory(device)
+        result[name] = {"warmup_seconds": _timed(device, lambda s=steps: next(s)), "peak_mib": peak_memory_mib(device),
+                        "seconds": 0.0, "images": 0}
+    running = dict(loops)
+    while running:
+        for name, steps in list(running.items()):
+            size: list[int] = []
+            seconds = _timed(device, lambda s=steps, out=size: out.append(next(s, 0)))
+            if size[0] == 0:
+                del running[name]
+                continue
+            result[name]["seconds"] += seconds
+            result[name]["images"] += size[0]
+    for r in result.values():
+        r["images_per_s"] = r["images"] / r["seconds"] if r["seconds"] else math.nan
+    return result
 
-    gen = torch.Generator().manual_seed(0)
-    counts = torch.tensor([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50], dtype=torch.float32)
-    y = torch.multinomial(counts, batch, replacement=True, generator=gen)
-    y[: batch // 4] = 9  # enough tail anchors to matter
-    features = torch.randn(batch, dims, generator=gen, requires_grad=True)
 
-    def run(fn: Callable[..., torch.Tensor]) -> Callable[[], None]:
-        return lambda: fn(features, y, counts).backward()
+def time_pgd20(cfg: RunConfig, data: LongTailData, device: torch.device, n_images: int) -> float:
+    """The evaluator's PGD-20 (fp32, eval mode, batches of EVAL_BATCH_SIZE) in images/s."""
+    trainee = build_trainee(cfg, data, device)
+    model = InferenceModel(trainee.net, trainee.method).eval()
+    x, y = data.x_test[:n_images], data.y_test[:n_images]
+    params = attack_params("pgd20", cfg.eps, cfg.step_size, data.num_classes, cfg.seed)
+    attack = lambda: run_attack(model, "pgd20", params, x, y, seed=cfg.seed,  # noqa: E731
+                                batch_size=EVAL_BATCH_SIZE, progress=Progress(False))
+    attack()  # warm-up
+    return y.numel() / _timed(device, attack)
 
-    return Comparison(f"TAIL loss + backward, batch {batch}, {dims}-d features", "per-anchor Python loop",
-                      best_of(run(tail_per_anchor_loop), repeats), "vectorised over the batch",
-                      best_of(run(tail_official), repeats))
+
+def perf_config(method: str, arch: str, dataset: str, device: torch.device, precision: str, preset: str,
+                batch_size: int | None, compile_net: bool) -> RunConfig:
+    overrides: dict[str, Any] = {"precision": precision, "compile": compile_net}
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    return build_config(method=method, dataset=dataset, arch=arch, preset=preset, overrides=overrides,
+                        device_type=device.type)
 
 
-def run_benchmarks(quick: bool = False) -> list[Comparison]:
-    """All comparisons; ``quick`` shrinks them (for tests)."""
-    repeats = 1 if quick else 3
-    return [
-        compare_data_pipeline(512 if quick else 10_000, 128, repeats),
-        compare_tail(64 if quick else 128, 64 if quick else 512, repeats),
-    ]
+def whole_step(
+    cfg: RunConfig, data: LongTailData, device: torch.device, batches: int, eval_images: int = EVAL_BATCH_SIZE,
+) -> dict[str, Any]:
+    """Real core vs reference loop on the same ``batches`` batches; the JSON ``bench perf --json`` prints."""
+    timed = _with_train(data, *timed_subset(data, min((batches + 1) * cfg.batch_size, data.y_train.numel())))
+    loops = {"reference": reference_steps(cfg, data, timed, device), "real": real_steps(cfg, data, timed, device)}
+    times = interleaved(device, loops)
+    reference, real = times["reference"], times["real"]
+    n_eval = min(eval_images, data.y_test.numel())
+    pgd20 = time_pgd20(cfg, data, device, n_eval) if n_eval else math.nan
+    return {
+        "method": cfg.method, "arch": cfg.arch, "dataset": data.name, "device": _device_name(device),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": cfg.precision,
+        "compile": cfg.compile, "batch_size": cfg.batch_size, "steps": cfg.steps, "images": real["images"],
+        "batches": batches,
+        "reference": reference, "real": real, "ratio": real["images_per_s"] / reference["images_per_s"],
+        "pgd20_images_per_s": pgd20, "pgd20_images": n_eval,
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu {platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+PHASES = ("attack", "update_forward", "update_backward", "bookkeeping")
+
+
+def profile_step(cfg: RunConfig, data: LongTailData, device: torch.device, top: int = 12) -> dict[str, Any]:
+    """torch.profiler over one real step after a warm-up step: milliseconds per phase and the top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainee = build_trainee(cfg, data, device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    stats = EpochStats(data.num_classes, device)
+    batches = train_batches(data, cfg.batch_size, generator, cfg.augment)
+    train_step(cfg, trainee, *next(batches), generator, stats, 0)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    x, y = next(batches)
+    with profile(activities=activities) as prof:
+        train_step(cfg, trainee, x, y, generator, stats, 1)
+        _sync(device)
+    events = prof.key_averages()
+    device_time = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+    phases = {e.key.removeprefix("ltbench."): getattr(e, device_time) / 1000 for e in events
+              if e.key.removeprefix("ltbench.") in PHASES}
+    return {"phases_ms": {p: phases.get(p, 0.0) for p in PHASES},
+            "operators": events.table(sort_by="self_cpu_time_total", row_limit=top)}

@@ -102,7 +102,7 @@ def evaluate_checkpoint(
     return evaluate(
         InferenceModel(net, method), data, attacks=evaluation.attacks, eps=cfg.eps if eps is None else eps,
         step_size=step_size, seed=cfg.seed, n=evaluation.n, batch_size=evaluation.batch_size, record=record,
-        out_path=out_path, progress=progress,
+        out_path=out_path, progress=progress, precision=evaluation.precision,
     )
 
 

@@ -11,21 +11,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
+from torch.profiler import record_function
 
 from bench import store
 from bench.attacks import pgd
 from bench.config import RunConfig
 from bench.data import LongTailData, train_batches
 from bench.errors import BenchError
+from bench.fold import FoldedNet, fold_batchnorm
 from bench.inference import InferenceModel
+from bench.layout import memory_format, sgd_kernel
 from bench.metrics import entropy
 from bench.models import Net, build_model
+from bench.precision import autocast, with_precision
 from bench.progress import Progress
-from methods import Method, get_method
+from methods import Method, Output, get_method
 
 EPOCH_SEED_STRIDE = 1_000_003
 #: the per-epoch check that picks best.pt: clean and robust test accuracy of the model as it predicts
-Validation = Callable[[InferenceModel], tuple[float, float]]
+Validation = Callable[[torch.nn.Module], tuple[float, float]]
+#: batches between the checks for a non-finite loss (each check waits for the device once)
+NAN_CHECK_EVERY = 50
 
 
 @dataclass
@@ -35,15 +42,31 @@ class Trainee:
     net: Net
     method: Method
     optimizer: torch.optim.SGD
+    #: the eval-mode twin with BN folded into the convs, for the training attack and the per-epoch test
+    #: (None: ``net`` itself)
+    attack_net: FoldedNet | None = None
+
+    def attack_model(self) -> torch.nn.Module:
+        """The net the training attack differentiates, with the current weights folded in."""
+        if self.attack_net is None:
+            return self.net
+        self.attack_net.refresh()
+        return self.attack_net
 
 
 def build_trainee(cfg: RunConfig, data: LongTailData, device: torch.device) -> Trainee:
-    """Model, method and optimiser for ``cfg``, seeded by ``cfg.seed``."""
+    """Model, method and optimiser for ``cfg``, seeded by ``cfg.seed``; the net in its fastest memory format."""
     torch.manual_seed(cfg.seed)
     method = get_method(cfg.method)(cfg.method_params, data.class_counts, device)
     net = build_model(cfg.arch, data.x_train.shape[1], method.build_head).to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return Trainee(net, method, optimizer)
+    net = net.to(memory_format=memory_format(cfg.arch))
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                **sgd_kernel(device))
+    if cfg.compile:  # compiled graphs fuse BN themselves
+        net.backbone.compile()
+        net.head.compile()
+        return Trainee(net, method, optimizer)
+    return Trainee(net, method, optimizer, fold_batchnorm(net))
 
 
 def lr_at(cfg: RunConfig, epoch: int) -> float:
@@ -58,51 +81,95 @@ def epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.G
     return torch.Generator(device=device).manual_seed(seed)
 
 
+class EpochStats:
+    """The epoch's running statistics, kept on the device so the training step never waits for the host.
+
+    ``bad_batch`` is the first batch whose loss was not finite (-1: none yet); ``check`` reads it.
+    """
+
+    def __init__(self, num_classes: int, device: torch.device):
+        self.hist = torch.zeros(num_classes, dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros((), device=device)
+        self.clean_correct = torch.zeros((), dtype=torch.long, device=device)
+        self.adv_correct = torch.zeros((), dtype=torch.long, device=device)
+        self.bad_batch = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+
+    def add(self, batch: int, loss: Tensor, y: Tensor, clean_logits: Tensor, adv_logits: Tensor) -> None:
+        pred_adv = adv_logits.argmax(1)
+        self.hist.scatter_add_(0, pred_adv, torch.ones_like(pred_adv))
+        self.adv_correct += (pred_adv == y).sum()
+        self.clean_correct += (clean_logits.argmax(1) == y).sum()
+        self.loss_sum += loss * y.numel()
+        first_bad = (self.bad_batch < 0) & ~torch.isfinite(loss)
+        self.bad_batch = torch.where(first_bad, batch, self.bad_batch)
+        self.bad_loss = torch.where(first_bad, loss, self.bad_loss)
+
+    def check(self, cfg: RunConfig, epoch: int) -> None:
+        """Raise (one host sync) if a loss so far was not finite; the last checkpoint stays the last good one."""
+        batch = int(self.bad_batch)
+        if batch >= 0:
+            raise BenchError(
+                f"loss became {self.bad_loss.item()} in epoch {epoch + 1}, batch {batch + 1}; the last good "
+                f"checkpoint is kept; lower the learning rate (--set lr=...) or the method's loss weights "
+                f"(--set {cfg.method}.PARAM=...)"
+            )
+
+
+def train_step(cfg: RunConfig, t: Trainee, x: Tensor, y: Tensor, generator: torch.Generator,
+               stats: EpochStats, batch: int) -> None:
+    """One adversarial training step (the method's PGD attack, then the update) in the run's precision.
+
+    No host synchronisation: statistics and the non-finite-loss flag are accumulated in ``stats``.
+    """
+    net, method = t.net, t.method
+    x = x.contiguous(memory_format=memory_format(cfg.arch))
+    with record_function("ltbench.attack"):
+        net.eval()
+        model = with_precision(t.attack_model(), cfg.precision)
+        with torch.no_grad():
+            clean_logits = model(x)
+        x_adv = pgd(model, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
+                    loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
+                    start=method.attack_start, generator=generator)
+    with record_function("ltbench.update_forward"):
+        net.train()
+        with autocast(cfg.precision, x.device):
+            out_adv = net.forward_features(x_adv)
+            out_clean = net.forward_features(x) if method.needs_clean_output else None
+        out_adv = Output(*(o.float() for o in out_adv))
+        out_clean = Output(*(o.float() for o in out_clean)) if out_clean is not None else None
+        loss = method.train_loss(out_adv, y, out_clean)
+    with record_function("ltbench.update_backward"):
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t.optimizer.step()
+    with record_function("ltbench.bookkeeping"), torch.no_grad():
+        stats.add(batch, loss.detach(), y, clean_logits, out_adv.logits)
+
+
 def train_epoch(
     cfg: RunConfig, t: Trainee, data: LongTailData, generator: torch.Generator, on_batch: Callable[[], None],
     epoch: int = 0,
 ) -> dict[str, Any]:
-    """One epoch of adversarial training; returns the epoch's training statistics."""
-    net, method = t.net, t.method
-    device = data.y_train.device
-    hist = torch.zeros(data.num_classes, dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), device=device)
-    clean_correct = torch.zeros((), dtype=torch.long, device=device)
-    adv_correct = torch.zeros((), dtype=torch.long, device=device)
+    """One epoch of adversarial training; returns the epoch's training statistics.
+
+    A non-finite loss is detected every ``NAN_CHECK_EVERY`` batches and at the epoch's end.
+    """
+    stats = EpochStats(data.num_classes, data.y_train.device)
     for batch, (x, y) in enumerate(train_batches(data, cfg.batch_size, generator, cfg.augment)):
-        net.eval()
-        with torch.no_grad():
-            clean_logits = net(x)
-        x_adv = pgd(net, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
-                    loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
-                    start=method.attack_start, generator=generator)
-        net.train()
-        out_adv = net.forward_features(x_adv)
-        out_clean = net.forward_features(x) if method.needs_clean_output else None
-        loss = method.train_loss(out_adv, y, out_clean)
-        if not torch.isfinite(loss):
-            raise BenchError(
-                f"loss became {loss.item()} in epoch {epoch + 1}, batch {batch + 1}; the last good checkpoint "
-                f"is kept; lower the learning rate (--set lr=...) "
-                f"or the method's loss weights (--set {cfg.method}.PARAM=...)"
-            )
-        t.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        t.optimizer.step()
-        with torch.no_grad():
-            pred_adv = out_adv.logits.argmax(1)
-            hist += torch.bincount(pred_adv, minlength=data.num_classes)
-            adv_correct += (pred_adv == y).sum()
-            clean_correct += (clean_logits.argmax(1) == y).sum()
-            loss_sum += loss.detach() * y.numel()
+        train_step(cfg, t, x, y, generator, stats, batch)
+        if (batch + 1) % NAN_CHECK_EVERY == 0:
+            stats.check(cfg, epoch)
         on_batch()
+    stats.check(cfg, epoch)
     n = data.y_train.numel()
-    hist_list = hist.tolist()
-    method.end_epoch(hist)
+    hist_list = stats.hist.tolist()
+    t.method.end_epoch(stats.hist)
     return {
-        "loss": loss_sum.item() / n,
-        "train_clean_acc": clean_correct.item() / n,
-        "train_adv_acc": adv_correct.item() / n,
+        "loss": stats.loss_sum.item() / n,
+        "train_clean_acc": stats.clean_correct.item() / n,
+        "train_adv_acc": stats.adv_correct.item() / n,
         "ae_pred_hist": hist_list,
         "ae_pred_entropy": entropy(hist_list),
     }
@@ -147,7 +214,8 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
         batches = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches, transient=True)
         stats = train_epoch(cfg, t, data, generator, batches.advance, epoch)
         batches.close()
-        test_clean, test_pgd20 = validate(InferenceModel(t.net, t.method))
+        # the BN-folded twin computes the same function as the net, in the run's precision
+        test_clean, test_pgd20 = validate(with_precision(InferenceModel(t.attack_model(), t.method), cfg.precision))
         history.append({"epoch": epoch, **stats, "test_clean_acc": test_clean, "test_pgd20_acc": test_pgd20,
                         "lr": lr, "seconds": time.perf_counter() - began})
         state = checkpoint_state(t, epoch, history, max(best, test_pgd20))

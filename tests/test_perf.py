@@ -1,11 +1,74 @@
-"""`bench perf` prints its speed ratios."""
+"""`bench perf`: the reference loop computes the same step as the real core, and the command prints ratios."""
 
+import json
+
+import pytest
+import torch
 from click.testing import CliRunner
 
 from bench.cli import main
+from bench.config import build_config
+from bench.data import load_dataset, long_tail_data, to_float
+from bench.perf import reference_loop
+from bench.perf_reference import PerImageDataset, tail_per_anchor_loop
+from bench.train import EpochStats, build_trainee, train_step
+from methods.tail_loss import tail_official
 
 
-def test_perf_command_prints_ratios():
-    result = CliRunner().invoke(main, ["perf", "--quick"])
+@pytest.fixture
+def tiny_data(cifar_root):
+    return long_tail_data(load_dataset("cifar10", cifar_root, download=False), 10)
+
+
+def test_tail_loop_baseline_equals_vectorised_tail():
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(24, 16, generator=gen)
+    y = torch.randint(0, 10, (24,), generator=gen)
+    counts = torch.tensor([50, 40, 30, 20, 15, 10, 8, 6, 4, 2], dtype=torch.float32)
+    assert torch.allclose(tail_per_anchor_loop(features, y, counts), tail_official(features, y, counts), atol=1e-7)
+
+
+def test_per_image_transforms_give_the_core_s_float_images(tiny_data):
+    x, _ = PerImageDataset(tiny_data.x_train[:4], tiny_data.y_train[:4], "none")[3]
+    assert torch.allclose(x, to_float(tiny_data.x_train[3]), atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["pgd-at", "reat", "rbl"])
+def test_reference_step_matches_the_real_step_in_fp32(tiny_data, method):
+    cfg = build_config(method=method, dataset="cifar10", ur=10, preset="smoke",
+                       overrides={"precision": "fp32", "batch_size": 32, "steps": 3, "augment": "none"})
+    trainee = build_trainee(cfg, tiny_data, torch.device("cpu"))
+    loop = reference_loop(cfg, tiny_data, torch.device("cpu"))
+    before = {k: v.clone() for k, v in loop.net.state_dict().items()}
+    assert all(torch.equal(before[k], v) for k, v in trainee.net.state_dict().items())
+    y = tiny_data.y_train[-32:]  # the tail end: TAIL anchors in the batch
+    x = to_float(tiny_data.x_train[-32:])
+    stats = EpochStats(tiny_data.num_classes, torch.device("cpu"))
+    train_step(cfg, trainee, x, y, torch.Generator().manual_seed(5), stats, 0)
+    ref_loss = loop.step(x, y, torch.Generator().manual_seed(5))
+    assert stats.loss_sum.item() / y.numel() == pytest.approx(ref_loss, rel=1e-5)
+    real_after, ref_after = trainee.net.state_dict(), loop.net.state_dict()
+    for key, start in before.items():
+        if start.is_floating_point():
+            real_delta, ref_delta = real_after[key] - start, ref_after[key] - start
+            assert torch.allclose(real_delta, ref_delta, rtol=1e-4, atol=1e-6), key
+    assert stats.hist.tolist() == loop.pred_counts
+
+
+def test_perf_command_prints_the_ratio_and_json():
+    runner = CliRunner()
+    args = ["perf", "--synthetic", "--dataset", "cifar10", "--batches", "1", "--batch-size", "8", "--preset",
+            "smoke", "--precision", "fp32"]
+    result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "data pipeline" in result.output and "TAIL" in result.output and "x" in result.output
+    assert "speed-up" in result.output and "PGD-20" in result.output
+    result = runner.invoke(main, [*args, "--json", "--method", "pgd-at"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["ratio"] == pytest.approx(record["real"]["images_per_s"] / record["reference"]["images_per_s"])
+    assert record["reference"]["images_per_s"] > 0 and record["pgd20_images_per_s"] > 0
+
+
+def test_perf_rejects_a_method_without_reference():
+    result = CliRunner().invoke(main, ["perf", "--synthetic", "--method", "robal", "--batches", "1"])
+    assert result.exit_code != 0 and "reference loop covers" in result.output

@@ -17,6 +17,7 @@ from bench.evalsettings import (
     ATTACK_KEYS,
     CHECKPOINTS,
     EVAL_BATCH_SIZE,
+    EVAL_PRECISIONS,
     SUITES,
     check_count,
     eval_settings,
@@ -111,13 +112,15 @@ def find_runs(target: str, out: Path) -> tuple[list[Path], bool]:
               help="PGD/CW step (default: the run's; eps/4 with --eps)")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="results folder of a grid TARGET")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(EVAL_PRECISIONS),
+              help="bf16: attacks under bf16 autocast (faster, recorded with the results); never inherited")
 @click.option("--wait", is_flag=True, help="wait for runs that another process holds, instead of skipping")
 @device_option
 @data_root_option
 @progress_option
 def command(target: str, suite: str | None, attacks: str | None, n: int | str | None, batch_size: int,
-            checkpoint: str, eps: float | None, step_size: float | None, out: Path, wait: bool, device: str,
-            data_root: str | None, progress: bool) -> None:
+            checkpoint: str, eps: float | None, step_size: float | None, out: Path, precision: str, wait: bool,
+            device: str, data_root: str | None, progress: bool) -> None:
     """Evaluate the trained runs that TARGET names: a run folder, a results folder, or a grid (file or name).
 
     Results go to each run's eval.json (eval-best.json for --checkpoint best). Each attack is saved when it
@@ -141,7 +144,8 @@ def command(target: str, suite: str | None, attacks: str | None, n: int | str | 
             try:
                 preset = check_preset(read_config(run_dir).preset).eval_settings().to_dict()
                 settings = eval_settings({**preset, **earlier_settings(run_dir, checkpoint)}, suite=suite,
-                                         attacks=chosen, n=n, checkpoint=checkpoint, batch_size=batch_size)
+                                         attacks=chosen, n=n, checkpoint=checkpoint, batch_size=batch_size,
+                                         precision=precision)
                 with run_lock(run_dir, bar.log, wait=wait):
                     records[run_dir.name] = evaluate_run(run_dir, settings, data_root=data_root,
                                                          device=torch_device, progress=bar, eps=eps,

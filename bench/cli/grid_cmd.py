@@ -19,6 +19,7 @@ from bench.evalsettings import EvalSettings
 from bench.grid.executors import Report, SlurmOptions, run_local, run_slurm
 from bench.grid.spec import changed_params, expand, load_grid
 from bench.grid.task import DONE_EARLIER, FAILED, LOCKED, TRAINED, RunResult, RunTask, finished_result
+from bench.precision import device_type_of
 from bench.runner import resolve_device, run_data
 
 STYLE = {"done": "green", "partial": "yellow", "failed": "red", "todo": "default", "locked": "yellow",
@@ -154,7 +155,8 @@ def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, .
         raise InputError("--partition/--time/--gpus/--cpus/--array-parallelism need --executor slurm")
     spec = load_grid(grid)
     fields, params = parse_settings(settings)
-    configs = expand(spec, preset=preset, fields=fields, params=params)
+    runs_on = "cuda" if executor == "slurm" else device_type_of(device)  # precision "auto" resolves for it
+    configs = expand(spec, preset=preset, fields=fields, params=params, device_type=runs_on)
     evaluation = spec.evaluation(preset, suite, eval_n)
     slurm = SlurmOptions.merge(spec.slurm, flags)
     if dry_run:

@@ -1,22 +1,82 @@
-"""``bench perf``: speed comparisons as ratios measured in one run."""
+"""``bench perf``: a whole training step of the real core against the reference loop, in one process."""
 
 from __future__ import annotations
+
+import json
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from bench.perf import run_benchmarks
+from bench.cli.options import data_root_option
+from bench.config import PRESETS
+from bench.data import load_dataset, long_tail_data
+from bench.evaluate import EVAL_BATCH_SIZE
+from bench.perf import perf_config, profile_step, synthetic_data, whole_step
+from bench.precision import PRECISIONS
+from bench.runner import resolve_device
+
+
+def result_table(r: dict) -> Table:
+    title = (f"{r['method']} step, {r['arch']} on {r['dataset']}, batch {r['batch_size']}, PGD-{r['steps']}, "
+             f"{r['images']} images, {r['device']}, torch {r['torch']}, {r['threads']} threads")
+    table = Table(title=title)
+    for col in ("loop", "precision", "images/s", "warm-up s", "peak MiB"):
+        table.add_column(col, justify="left" if col in ("loop", "precision") else "right")
+    ref, real = r["reference"], r["real"]
+    table.add_row("reference (official-code style)", "fp32 NCHW", f"{ref['images_per_s']:.1f}",
+                  f"{ref['warmup_seconds']:.2f}", f"{ref['peak_mib']:.0f}")
+    table.add_row("ltbench core" + (" (compiled)" if r["compile"] else ""), r["precision"],
+                  f"{real['images_per_s']:.1f}", f"{real['warmup_seconds']:.2f}", f"{real['peak_mib']:.0f}")
+    table.add_section()
+    table.add_row("speed-up", "", f"{r['ratio']:.2f}x", "", "")
+    if r["pgd20_images"]:
+        table.add_row(f"evaluator PGD-20 ({r['pgd20_images']} images)", "fp32", f"{r['pgd20_images_per_s']:.1f}",
+                      "", "")
+    return table
 
 
 @click.command("perf")
-@click.option("--quick", is_flag=True, help="small sizes (seconds)")
-def command(quick: bool) -> None:
-    """Time ltbench's hot paths against the straightforward versions, in one process."""
-    table = Table(title="ltbench vs straightforward implementations (same process, best of repeats)")
-    for col in ("what", "baseline", "seconds", "ltbench", "seconds", "speed-up"):
-        table.add_column(col, justify="right" if col in ("seconds", "speed-up") else "left")
-    for c in run_benchmarks(quick):
-        table.add_row(c.name, c.baseline, f"{c.baseline_seconds:.3f}", c.ltbench, f"{c.ltbench_seconds:.4f}",
-                      f"{c.speedup:.1f}x")
-    Console(width=160).print(table)
+@click.option("--method", default="reat", show_default=True,
+              help="pgd-at, rbl, tail or reat (the methods the reference loop covers)")
+@click.option("--arch", default="cnn-small", show_default=True)
+@click.option("--dataset", default="fashion-mnist", show_default=True)
+@click.option("--synthetic", is_flag=True, help="random images at the dataset's shape (no files needed)")
+@click.option("--ur", default=100.0, show_default=True, type=click.FloatRange(min=1))
+@click.option("--batches", default=10, show_default=True, type=click.IntRange(min=1), help="timed batches")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1), help="default: the preset's")
+@click.option("--preset", default="paper", show_default=True, type=click.Choice(list(PRESETS)),
+              help="training protocol (PGD steps, batch size)")
+@click.option("--eval-images", default=EVAL_BATCH_SIZE, show_default=True, type=click.IntRange(min=0),
+              help="test images for the evaluator's PGD-20 rate (0: skip it)")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
+              help="the real core's precision (the reference is always fp32)")
+@click.option("--compile", "compile_net", is_flag=True, help="torch.compile the real core (warm-up = compile)")
+@click.option("--profile", "with_profile", is_flag=True,
+              help="also profile one real step (torch.profiler): time per phase and the top operators")
+@click.option("--json", "as_json", is_flag=True, help="print the measurements as JSON")
+@data_root_option
+def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, batches: int, batch_size: int | None,
+            preset: str, eval_images: int, device: str, precision: str, compile_net: bool, with_profile: bool,
+            as_json: bool, data_root: str | None) -> None:
+    """Time one whole training step (attack + update) of the real core against the official-code-style loop."""
+    torch_device = resolve_device(device)
+    cfg = perf_config(method, arch, dataset, torch_device, precision, preset, batch_size, compile_net)
+    if synthetic:
+        data = synthetic_data(dataset, ur, torch_device)
+    else:
+        data = long_tail_data(load_dataset(dataset, data_root), ur, torch_device)
+    result = whole_step(cfg, data, torch_device, batches, eval_images)
+    if with_profile:
+        result["profile"] = profile_step(cfg, data, torch_device)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    console = Console(width=160)
+    console.print(result_table(result))
+    if with_profile:
+        phases = result["profile"]["phases_ms"]
+        total = sum(phases.values())
+        console.print("one step: " + ", ".join(f"{p} {ms:.1f} ms ({ms / total:.0%})" for p, ms in phases.items()))
+        console.print(result["profile"]["operators"], markup=False, highlight=False)

@@ -1,0 +1,75 @@
+"""Run precision: fp32, or bf16 autocast (optimiser state and BN statistics stay fp32); `auto` picks per device.
+
+`auto` resolves before a run id is hashed: bf16 on CUDA devices that support it and on CPUs with AMX or
+AVX-512 BF16 (as torch reports them), fp32 elsewhere, where bf16 is emulated and slower than fp32.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import torch
+from torch import Tensor, nn
+
+from bench.errors import InputError
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX tiles or AVX-512 BF16)."""
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def default_device_type() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_type_of(name: str) -> str:
+    """The device type a ``--device`` value means (``auto``: CUDA if available); unknown names count as CPU."""
+    if name == "auto":
+        return default_device_type()
+    try:
+        return torch.device(name).type
+    except RuntimeError:
+        return "cpu"
+
+
+def resolve_precision(name: str, device_type: str | None = None) -> str:
+    """``fp32`` or ``bf16``; ``auto`` becomes bf16 where ``device_type`` (default: the default device) has it."""
+    if name not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name != "auto":
+        return name
+    device_type = device_type or default_device_type()
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast for ``precision == "bf16"``, a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+class AutocastModel(nn.Module):
+    """Runs ``model``'s forward under the precision's autocast and returns fp32 logits.
+
+    Attacks take the input gradient through it, so PGD's forward and backward run in bf16 while the
+    per-sample losses, the signs and the projection stay fp32.
+    """
+
+    def __init__(self, model: nn.Module, precision: str):
+        super().__init__()
+        self.model = model
+        self.precision = precision
+
+    def forward(self, x: Tensor) -> Tensor:
+        with autocast(self.precision, x.device):
+            out = self.model(x)
+        return out.float()
+
+
+def with_precision(model: nn.Module, precision: str) -> nn.Module:
+    """``model`` itself in fp32, else wrapped in ``AutocastModel``."""
+    return model if precision == "fp32" else AutocastModel(model, precision)
