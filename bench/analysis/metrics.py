@@ -103,8 +103,8 @@ def ncm_predictions(features: np.ndarray, labels: np.ndarray, mu: np.ndarray) ->
     dist2[:, ~present] = np.inf
     n = np.bincount(labels, minlength=len(mu))[labels].astype(np.float64)
     rows = np.arange(len(labels))
-    with np.errstate(divide="ignore"):
-        dist2[rows, labels] = np.where(n > 1, dist2[rows, labels] * (n / (n - 1)) ** 2, np.inf)
+    own = dist2[rows, labels] * (n / np.maximum(n - 1, 1)) ** 2
+    dist2[rows, labels] = np.where(n > 1, own, np.inf)
     return dist2.argmin(1)
 
 
