@@ -68,6 +68,20 @@ def _eval_check(run_dir: Path, checkpoint: str, key: str, params: dict[str, Any]
     return f"differs from {path.name}: per-class correct {correct} vs {res.get('per_class_correct')}"
 
 
+class _Clock:
+    """Wall and process CPU seconds of consecutive steps (CPU time shows the cost on a busy machine)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._marks = (time.perf_counter(), time.process_time())
+
+    def lap(self, step: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.wall[step], self.cpu[step] = now[0] - self._marks[0], now[1] - self._marks[1]
+        self._marks = now
+
+
 def analyze_run(
     run_dir: Path, *, n: int | None = DEFAULT_N, attack: str = "pgd20", checkpoint: str = "last",
     batch_size: int = 500, save_features: bool = False, data_root: str | None, device: torch.device,
@@ -113,22 +127,19 @@ def analyze_run(
     labels = y_all.cpu().numpy()
     progress.log(f"{run_dir.name}: analysing the {checkpoint} checkpoint on {idx.numel()} test images "
                  f"(clean and {attack})")
-    seconds: dict[str, float] = {}
+    clock = _Clock()
     sets: dict[str, FeatureSet] = {}
     conditions: dict[str, Any] = {}
     maps: dict[str, np.ndarray] = {}
     for key in ("clean", attack):
-        began = time.perf_counter()
         key_params = params["attack_params"] if key == attack else {}
         sets[key] = extract(model, key, key_params, x_all, y_all, seed=cfg.seed, batch_size=batch_size,
                             progress=progress)
-        seconds[f"features_{key}"] = time.perf_counter() - began
-        began = time.perf_counter()
+        clock.lap(f"features_{key}")
         geometry = class_geometry(sets[key].features, labels, data.class_counts)
-        seconds[f"metrics_{key}"] = time.perf_counter() - began
-        began = time.perf_counter()
+        clock.lap(f"metrics_{key}")
         maps[key] = tsne(sets[key].features, params["embedding"])
-        seconds[f"tsne_{key}"] = time.perf_counter() - began
+        clock.lap(f"tsne_{key}")
         accuracy = float((sets[key].predictions == labels).mean())
         check = _eval_check(run_dir, checkpoint, key, key_params, batch_size, state["epoch"],
                             sets[key].predictions, labels, data.num_classes)
@@ -141,7 +152,8 @@ def analyze_run(
         "classes": list(data.classes), "class_counts": data.class_counts, "groups": class_groups(data.class_counts),
         "reat_tail_classes": reat_tail_classes(data.num_classes), "conditions": conditions,
         "files": {"tsne": maps_path.name, "features": features_path.name if save_features else None},
-        "seconds": seconds, "versions": package_versions(), "device": device_name(device),
+        "seconds": clock.wall, "cpu_seconds": clock.cpu, "versions": package_versions(),
+        "device": device_name(device),
     }
     indices = idx.cpu().numpy()
     store.write_bytes(maps_path, _npz_bytes(labels=labels, test_index=indices, **maps))

@@ -72,8 +72,10 @@ def load_analyses(runs: list[Run], labels: dict[str, str], checkpoint: str, skip
             continue
         try:
             record = json.loads(path.read_text())
-            record["params"], record["conditions"]  # noqa: B018 - the fields the report needs
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            missing = {"params", "conditions", "classes", "class_counts", "groups"} - set(record)
+            if missing:
+                raise ValueError(f"lacks {', '.join(sorted(missing))}")
+        except (OSError, ValueError, TypeError) as err:
             skipped.append(f"Feature space of {run.run_id}: unreadable {path.name} ({err}); rerun `bench analyze`.")
             continue
         maps = None
