@@ -129,7 +129,8 @@ def _cell(stats: pd.DataFrame, key: tuple[str, str], header: str, pm: str) -> st
         return "–"
     if math.isinf(mean):
         return "inf"
-    return f"{mean:.2f}" + (f" {pm} {std:.2f}" if n > 1 else "")
+    digits = 3 if header == TABLE_COLUMNS[("tail_kl", "")] else 2  # KL values are about 0.1 nats
+    return f"{mean:.{digits}f}" + (f" {pm} {std:.{digits}f}" if n > 1 else "")
 
 
 def table_markdown(stats: pd.DataFrame) -> str:
