@@ -44,10 +44,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, di
     root = tmp_path_factory.mktemp("results")
     records = {}
     for method, seed, ur in PER_CLASS:
+        if ur != 100:  # one group is enough here; fewer figures keep the test fast
+            continue
         folder = write_run(root, method, seed, ur)
-        if ur == 100:
-            records[folder.name] = analysis_record(folder, seed, 1.0 if method == "pgd-at" else 0.5)
-            (folder / "analysis.json").write_text(json.dumps(records[folder.name]))
+        records[folder.name] = analysis_record(folder, seed, 1.0 if method == "pgd-at" else 0.5)
+        (folder / "analysis.json").write_text(json.dumps(records[folder.name]))
     odd = write_run(root, "rbl", 7, eval_text=(root / run_id("rbl", 0) / "eval.json").read_text())
     (odd / "analysis.json").write_text(json.dumps(analysis_record(odd, 7, 0.5, attack="fgsm")))
     out = tmp_path_factory.mktemp("reports") / "demo"
