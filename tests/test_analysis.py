@@ -191,3 +191,11 @@ def test_bench_analyze_writes_resumes_and_checks_against_eval(
     assert unfinished.exit_code != 0 and "not finished" in unfinished.output
     bad = runner.invoke(main, ["analyze", str(run_dir), "--attack", "aa", *common])
     assert bad.exit_code == 2
+
+
+def test_cli_offers_exactly_the_analysable_attacks() -> None:
+    from bench.analysis import ANALYSIS_ATTACKS
+    from bench.cli.analyze_cmd import command
+
+    (attack,) = [p for p in command.params if p.name == "attack"]
+    assert tuple(attack.type.choices) == ANALYSIS_ATTACKS
