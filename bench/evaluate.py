@@ -93,16 +93,31 @@ def _autoattack_predictions(model: InferenceModel, x: Tensor, y: Tensor, params:
     return y_adv
 
 
+def attack_generator(key: str, seed: int, device: torch.device) -> torch.Generator:
+    """The generator of attack ``key``'s random starts, drawn batch after batch over the test subset."""
+    return torch.Generator(device=device).manual_seed(seed + zlib.crc32(key.encode()))
+
+
+def adversarial_images(
+    model: InferenceModel, key: str, params: dict[str, Any], x: Tensor, y: Tensor, generator: torch.Generator,
+) -> Tensor:
+    """One batch's examples under attack ``key`` (the images themselves for ``clean``; not for AutoAttack)."""
+    if key == "aa":
+        raise ValueError("AutoAttack's examples come from pyautoattack; use attack_predictions")
+    if key == "clean":
+        return x
+    loss_fn = ce_loss if params["loss"] == "ce" else functools.partial(cw_loss, kappa=params["kappa"])
+    return pgd(model, x, y, eps=params["eps"], step_size=params["step_size"], steps=params["steps"],
+               loss_fn=loss_fn, start=params["start"], generator=generator)
+
+
 def attack_predictions(
     model: InferenceModel, key: str, params: dict[str, Any], x: Tensor, y: Tensor, generator: torch.Generator,
 ) -> Tensor:
     """Labels ``model`` predicts for one batch (x float in [0, 1]) under attack ``key``."""
     if key == "aa":
         return _autoattack_predictions(model, x, y, params)
-    if key != "clean":
-        loss_fn = ce_loss if params["loss"] == "ce" else functools.partial(cw_loss, kappa=params["kappa"])
-        x = pgd(model, x, y, eps=params["eps"], step_size=params["step_size"], steps=params["steps"],
-                loss_fn=loss_fn, start=params["start"], generator=generator)
+    x = adversarial_images(model, key, params, x, y, generator)
     with torch.no_grad():
         return model(x).argmax(1)
 
@@ -141,7 +156,7 @@ def run_attack(
     AutoAttack also runs batch by batch (pyautoattack would otherwise take every image in one call),
     so its bar advances; each batch gets the full standard attack.
     """
-    generator = torch.Generator(device=y_all.device).manual_seed(seed + zlib.crc32(key.encode()))
+    generator = attack_generator(key, seed, y_all.device)
     task = progress.task(f"eval {key}", total=y_all.numel(), transient=True)
     preds = []
     for start in range(0, y_all.numel(), batch_size):

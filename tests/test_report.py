@@ -194,6 +194,7 @@ def test_index_links_every_output_file(report: Path) -> None:
         assert (report.parent / "figures" / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
     assert "AE predicted-label distribution, fashion-mnist · cnn-small · UR 10:" in text  # skipped, said so
     assert "ae-pred-dist_fashion-mnist_cnn-small_ur10_" not in text
+    assert "no run has analysis.json; run `bench analyze RESULTS_DIR`" in text and "## Feature space" not in text
     assert not list(report.parent.rglob("*.tmp"))
 
 

@@ -1,4 +1,4 @@
-"""The ``bench`` command line: run, eval, grid, report, list, data, perf."""
+"""The ``bench`` command line: run, eval, grid, report, analyze, list, data, perf."""
 
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from bench.cli import data_cmd, eval_cmd, grid_cmd, list_cmd, perf_cmd, report_cmd, run_cmd
+    from bench.cli import analyze_cmd, data_cmd, eval_cmd, grid_cmd, list_cmd, perf_cmd, report_cmd, run_cmd
 
-    for module in (run_cmd, eval_cmd, grid_cmd, report_cmd, list_cmd, data_cmd, perf_cmd):
+    for module in (run_cmd, eval_cmd, grid_cmd, report_cmd, analyze_cmd, list_cmd, data_cmd, perf_cmd):
         main.add_command(module.command)
 
 

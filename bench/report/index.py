@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report.collect import EVAL_FILES, RunProblem, runs_frame, scan
+from bench.report.feature_space import FeatureSpace, write_feature_space
 from bench.report.figures import FigureFile, write_figures
 from bench.report.labels import method_palette
 from bench.report.tables import Table, build_tables, runs_csv, to_csv, to_latex, to_markdown
@@ -30,7 +31,10 @@ def write_report(results_dir: str | Path, out_dir: str | Path, checkpoint: str =
     runs_file = write_text(out / "tables" / "runs.csv", runs_csv(df))
     palette = method_palette(df["method_label"])
     figures, skipped = write_figures(df, runs, out / "figures", palette, checkpoint, per_class_attack)
-    text = _index(out, Path(results_dir), checkpoint, df, table_files, runs_file, figures, skipped, problems)
+    features = write_feature_space(dict(zip(df["run_id"], df["method_label"], strict=True)), runs, out, palette,
+                                   checkpoint)
+    text = _index(out, Path(results_dir), checkpoint, df, table_files, runs_file, figures + features.figures,
+                  skipped + features.skipped, problems, features)
     return write_text(out / "index.md", text)
 
 
@@ -52,7 +56,7 @@ def _cell(text: object) -> str:
 
 def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
            table_files: list[tuple[Table, list[Path]]], runs_file: Path, figures: list[FigureFile],
-           skipped: list[str], problems: list[RunProblem]) -> str:
+           skipped: list[str], problems: list[RunProblem], features: FeatureSpace) -> str:
     try:
         source = Path(os.path.relpath(results.resolve(), out.resolve())).as_posix()
     except ValueError:  # another drive
@@ -76,7 +80,15 @@ def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
                   f"(numeric `<metric>_mean`, `<metric>_std`, `n_seeds`, `best`) · "
                   f"{_link(tex, out, 'LaTeX')} (booktabs)", ""]
     lines += [f"- {_link(runs_file, out)}: every run and attack (accuracy, head, mid, tail, worst, balanced "
-              "and per-class accuracy, in %).", "", "## Figures", ""]
+              "and per-class accuracy, in %).", ""]
+    if features.tables:
+        lines += ["## Feature space", "", "From each run's analysis.json (`bench analyze`); metrics defined in "
+                  "docs/analysis.md.", ""]
+        for title, caption, paths, markdown in features.tables:
+            md, csv, tex = paths
+            lines += [f"### {title}", "", markdown, f"- {caption} {_link(md, out)} · {_link(csv, out, 'CSV')} · "
+                      f"{_link(tex, out, 'LaTeX')}", ""]
+    lines += ["## Figures", ""]
     for fig in figures:
         png, *rest = fig.paths
         others = " ".join(f"({_link(p, out, p.suffix[1:].upper())})" for p in rest)
