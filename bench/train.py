@@ -80,13 +80,15 @@ def train_epoch(
     loss_sum = torch.zeros((), device=device)
     clean_correct = torch.zeros((), dtype=torch.long, device=device)
     adv_correct = torch.zeros((), dtype=torch.long, device=device)
+    steps = cfg.steps if method.attack_steps is None else method.attack_steps
     for batch, (x, y) in enumerate(train_batches(data, cfg.batch_size, generator, cfg.augment)):
         net.eval()
         with torch.no_grad():
             clean_logits = net(x)
-        x_adv = pgd(net, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
-                    loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
-                    start=method.attack_start, generator=generator)
+        x_adv = x if steps == 0 else pgd(
+            net, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=steps,
+            loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
+            start=method.attack_start, generator=generator)
         net.train()
         out_adv = net.forward_features(x_adv)
         out_clean = net.forward_features(x) if method.needs_clean_output else None
@@ -115,6 +117,7 @@ def train_epoch(
         "train_adv_acc": adv_correct.item() / n,
         "ae_pred_hist": hist_list,
         "ae_pred_entropy": entropy(hist_list),
+        "attack_steps": steps,
     }
 
 
@@ -145,6 +148,7 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
     epochs_task = progress.task(f"{cfg.method} epochs", total=cfg.epochs, completed=start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
+        t.method.begin_epoch(epoch, cfg.epochs)
         lr = lr_at(cfg, epoch)
         for group in t.optimizer.param_groups:
             group["lr"] = lr

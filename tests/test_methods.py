@@ -48,7 +48,7 @@ def tiny_net(method: Method, seed: int = 0) -> Net:
 
 
 def test_registry_names() -> None:
-    assert set(REGISTRY) == {"pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat"}
+    assert set(REGISTRY) == {"pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat", "taet"}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -105,7 +105,7 @@ def test_training_step_contract(name: str) -> None:
         assert torch.equal(torch.as_tensor(restored.state_dict()[key]), torch.as_tensor(value))
 
 
-@pytest.mark.parametrize("name", ["pgd-at", "trades", "at-bsl", "rbl", "tail", "reat"])
+@pytest.mark.parametrize("name", ["pgd-at", "trades", "at-bsl", "rbl", "tail", "reat", "taet"])
 def test_predict_is_identity(name: str) -> None:
     logits = torch.randn(3, len(COUNTS))
     assert torch.equal(make(name).predict(logits), logits)
@@ -130,6 +130,7 @@ def test_attack_starts_and_clean_output() -> None:
         "rbl": "uniform",
         "tail": "uniform",
         "reat": "uniform",
+        "taet": "normal",
     }
     assert {name for name in REGISTRY if REGISTRY[name].needs_clean_output} == {"trades", "robal"}
 
