@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.data import dataset_info
+from bench.data import AUGMENT_MODES, dataset_info
 from bench.errors import InputError, unknown_name
 from bench.evaluate import check_suite
 from bench.models import check_arch
@@ -164,8 +164,8 @@ def build_config(
     else:
         values["milestones"] = tuple(round(f * values["epochs"]) for f in MILESTONE_FRACTIONS)
     check_suite(values["eval_suite"])
-    if values["augment"] not in ("none", "crop-flip"):
-        raise InputError(f"augment must be 'none' or 'crop-flip', got {values['augment']!r}")
+    if values["augment"] not in AUGMENT_MODES:
+        raise InputError(f"augment must be one of {', '.join(AUGMENT_MODES)}; got {values['augment']!r}")
     params = get_method(method).resolve_params(method_params or {}, dataset)
     return RunConfig(
         dataset=dataset, ur=ur, arch=arch, method=method, method_params=params, preset=preset,

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from bench.errors import BenchError, InputError, unknown_name
+from bench.policy_augment import policy_augment
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -267,10 +268,17 @@ def stratified_first_n(labels: Tensor, n: int | None, num_classes: int) -> Tenso
     return torch.nonzero(rank < per_class).flatten()
 
 
+#: training augmentations: RandAugment (ra) / AutoAugment CIFAR-10 (aua), per image, before crop and flip
+AUGMENT_MODES = ("none", "crop-flip", "ra-crop-flip", "aua-crop-flip")
+
+
 def augment(x: Tensor, mode: str, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Random crop with zero padding and horizontal flip as one gather over the batch (any dtype)."""
+    """Optional RandAugment / AutoAugment (uint8 ``x``), then random crop with zero padding and
+    horizontal flip as one gather over the batch (any dtype)."""
     if mode == "none":
         return x
+    if mode != "crop-flip":
+        x = policy_augment(x, mode.removesuffix("-crop-flip"), generator)
     b, _, h, w = x.shape
     dev = x.device
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)

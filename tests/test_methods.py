@@ -190,9 +190,10 @@ def test_tail_matches_loop_reference(fast, loop) -> None:
     assert torch.allclose(f_fast.grad, f_loop.grad, rtol=1e-4, atol=1e-7)
 
 
-def test_tail_classes_are_the_last_third() -> None:
+def test_tail_classes_follow_the_official_rule() -> None:
     assert tail_mask(10).nonzero().flatten().tolist() == [7, 8, 9]
     assert tail_mask(100).nonzero().flatten().tolist() == list(range(67, 100))
+    assert tail_mask(200).nonzero().flatten().tolist() == list(range(133, 200))  # 67 classes, not 66
 
 
 def test_tail_official_sign_pulls_toward_tail_anchor() -> None:
