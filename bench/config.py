@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.data import AUGMENT_MODES, dataset_info
+from bench.data import AUGMENT_MODES, TEST_PROFILES, dataset_info
 from bench.errors import InputError, unknown_name
 from bench.evaluate import check_suite
 from bench.models import check_arch
@@ -64,6 +64,7 @@ class RunConfig:
     epoch_eval_n: int | None = 500
     eval_suite: str = "fast"
     eval_n: int | None = 1000
+    test_profile: str = "balanced"  # balanced | lt: the run's UR applied to the test split as well
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -166,6 +167,8 @@ def build_config(
     check_suite(values["eval_suite"])
     if values["augment"] not in AUGMENT_MODES:
         raise InputError(f"augment must be one of {', '.join(AUGMENT_MODES)}; got {values['augment']!r}")
+    if values.get("test_profile", "balanced") not in TEST_PROFILES:
+        raise InputError(f"test_profile must be one of {', '.join(TEST_PROFILES)}; got {values['test_profile']!r}")
     params = get_method(method).resolve_params(method_params or {}, dataset)
     return RunConfig(
         dataset=dataset, ur=ur, arch=arch, method=method, method_params=params, preset=preset,

@@ -224,9 +224,13 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
 
 # --- long-tailed training data on the device -------------------------------------------------------
 
+#: test sets: the dataset's balanced test split, or that split subsampled with the run's UR (TAET)
+TEST_PROFILES = ("balanced", "lt")
+
+
 @dataclass
 class LongTailData:
-    """The long-tailed training subset and the balanced test set, as uint8 tensors on one device."""
+    """The long-tailed training subset and the test set (``test_profile``), as uint8 tensors on one device."""
 
     name: str
     classes: tuple[str, ...]
@@ -235,6 +239,7 @@ class LongTailData:
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
+    test_profile: str = "balanced"
 
     @property
     def num_classes(self) -> int:
@@ -245,21 +250,32 @@ class LongTailData:
         return torch.bincount(self.y_train.cpu(), minlength=self.num_classes).tolist()
 
 
-def long_tail_data(data: ImageData, ur: float, device: torch.device | str = "cpu") -> LongTailData:
-    """Subsample the training split to the long-tailed profile; keep the test split balanced."""
+def long_tail_data(
+    data: ImageData, ur: float, device: torch.device | str = "cpu", test_profile: str = "balanced"
+) -> LongTailData:
+    """Subsample the training split to the long-tailed profile; the test split stays balanced, or with
+    ``test_profile="lt"`` gets the same profile with the test split's n_max (1000 per class for CIFAR-10)."""
+    if test_profile not in TEST_PROFILES:
+        raise InputError(f"test_profile must be one of {', '.join(TEST_PROFILES)}; got {test_profile!r}")
     keep = torch.from_numpy(long_tail_indices(data.y_train.numpy(), len(data.classes), ur))
+    test = torch.arange(data.y_test.numel())
+    if test_profile == "lt":
+        test = torch.from_numpy(np.sort(long_tail_indices(data.y_test.numpy(), len(data.classes), ur)))
     return LongTailData(
         data.name, data.classes, ur,
         data.x_train[keep].to(device), data.y_train[keep].to(device),
-        data.x_test.to(device), data.y_test.to(device),
+        data.x_test[test].to(device), data.y_test[test].to(device), test_profile,
     )
 
 
 def stratified_first_n(labels: Tensor, n: int | None, num_classes: int) -> Tensor:
-    """Indices of the first ceil(n/C) test images of every class (all images when n is None)."""
+    """Indices of the first ceil(n * n_c / N) test images of class c, n_c of the N test images being of
+    class c (all images when n is None): ceil(n / C) per class on a balanced test set, the same
+    class proportions on a long-tailed one."""
     if n is None or n >= labels.numel():
         return torch.arange(labels.numel(), device=labels.device)
-    per_class = -(-n // num_classes)
+    counts = torch.bincount(labels, minlength=num_classes)
+    per_class = (-(-n * counts // labels.numel()))[labels]
     order = torch.argsort(labels, stable=True)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(labels.numel(), device=labels.device) - torch.searchsorted(

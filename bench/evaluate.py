@@ -43,7 +43,8 @@ AA_MIN_CLASSES = 4
 EVAL_BATCH_SIZE = 500
 #: how many test images to evaluate: a number, "all", or None for the run's configured count
 SampleCount = int | Literal["all"] | None
-SUBSET_RULE = "first ceil(n/C) test images of every class, in test-set order (no randomness)"
+SUBSET_RULE = ("first ceil(n * n_c / N) test images of class c (n_c of the N test images), in test-set order "
+               "(no randomness): ceil(n/C) per class on a balanced test set")
 
 
 def check_suite(name: str) -> tuple[str, ...]:
@@ -186,6 +187,7 @@ def evaluate(
     x_all, y_all = data.x_test[idx], data.y_test[idx]
     totals = torch.bincount(y_all.cpu(), minlength=data.num_classes).tolist()
     wanted = {key: attack_params(key, eps, step_size, data.num_classes, seed) for key in ATTACK_KEYS}
+    record["test_profile"] = data.test_profile
     record["n_test"] = idx.numel()
     record["subset"] = "all" if idx.numel() == data.y_test.numel() else "stratified-first-n"
     record["subset_rule"] = SUBSET_RULE
