@@ -41,6 +41,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo(
         "fashion-mnist", 10, 28, 1, "none", "Fashion-MNIST (60k train / 10k test, 28x28 grey)"
     ),
+    "tiny-imagenet": DatasetInfo(
+        "tiny-imagenet", 200, 64, 3, "crop-flip", "Tiny-ImageNet (100k train / 10k val as test, 64x64 RGB; local .npz)"
+    ),
 }
 
 
@@ -219,6 +222,10 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     path = data_root(root)
     if name == "fashion-mnist":
         return load_fashion_mnist(path, download)
+    if name == "tiny-imagenet":
+        from bench.tiny_imagenet import load_tiny_imagenet  # imports this module
+
+        return load_tiny_imagenet(path)
     return load_cifar(name, path, download)
 
 
