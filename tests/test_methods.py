@@ -18,7 +18,7 @@ from methods.base import Method
 from methods.rebalancing import RBLAttack
 from methods.tail_loss import tail_mask, tail_official, tail_paper
 
-COUNTS = [40, 20, 10, 6, 3]  # C = 5, tail = {4}
+COUNTS = [40, 20, 10, 6, 3]  # C = 5, TAIL's tail set 2 * (5 // 3) + 1 .. 4 = {3, 4}
 EPS, STEP = 8 / 255, 2 / 255
 
 
