@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.data import dataset_info, max_ur
+from bench.data import AUGMENT_MODES, TEST_PROFILES, dataset_info, max_ur
 from bench.errors import BenchError, InputError, unknown_name
 from bench.evalsettings import SUITES, EvalSettings, eval_settings
 from bench.models import check_arch
@@ -97,13 +97,15 @@ class RunConfig:
     eps: float = setting(0.1, number())  # default: 0.1 for 28x28 images, 8/255 for 32x32
     step_size: float = setting(0.025, number())  # default: eps / 4
     steps: int = setting(5, number(integer=True))
-    augment: str = setting("none", choice("none", "crop-flip"))  # default: the dataset's
+    augment: str = setting("none", choice(*AUGMENT_MODES))  # default: the dataset's
     seed: int = setting(0, flag="--seed")
     #: test images of the per-epoch clean / PGD-20 numbers that pick best.pt (None: all)
     epoch_eval_n: int | None = setting(500, number(positive=True, integer=True, optional=True))
     #: fp32 or bf16 autocast; "auto" is resolved for the device before hashing (bench/precision.py)
     precision: str = setting("auto", choice(*PRECISIONS))
     compile: bool = setting(False, boolean)  # torch.compile the backbone and head
+    #: balanced (the official test split) or lt (the run's UR applied to the test split as well)
+    test_profile: str = setting("balanced", choice(*TEST_PROFILES))
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

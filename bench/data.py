@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from bench.errors import BenchError, InputError, unknown_name
+from bench.policy_augment import policy_augment
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -40,6 +41,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar100": DatasetInfo("cifar100", 100, 32, 3, "crop-flip", "CIFAR-100 (50k train / 10k test, 32x32 RGB)", 500),
     "fashion-mnist": DatasetInfo(
         "fashion-mnist", 10, 28, 1, "none", "Fashion-MNIST (60k train / 10k test, 28x28 grey)", 6000
+    ),
+    "tiny-imagenet": DatasetInfo(
+        "tiny-imagenet", 200, 64, 3, "crop-flip", "Tiny-ImageNet (100k train / 10k val as test, 64x64 RGB; local .npz)",
+        500,
     ),
 }
 
@@ -230,14 +235,22 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     path = data_root(root)
     if name == "fashion-mnist":
         return load_fashion_mnist(path, download)
+    if name == "tiny-imagenet":
+        from bench.tiny_imagenet import load_tiny_imagenet  # imports this module
+
+        return load_tiny_imagenet(path)
     return load_cifar(name, path, download)
 
 
 # --- long-tailed training data on the device -------------------------------------------------------
 
+#: test sets: the dataset's balanced test split, or that split subsampled with the run's UR (TAET)
+TEST_PROFILES = ("balanced", "lt")
+
+
 @dataclass
 class LongTailData:
-    """The long-tailed training subset and the balanced test set, as uint8 tensors on one device."""
+    """The long-tailed training subset and the test set (``test_profile``), as uint8 tensors on one device."""
 
     name: str
     classes: tuple[str, ...]
@@ -246,6 +259,7 @@ class LongTailData:
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
+    test_profile: str = "balanced"
 
     @property
     def num_classes(self) -> int:
@@ -256,21 +270,32 @@ class LongTailData:
         return torch.bincount(self.y_train.cpu(), minlength=self.num_classes).tolist()
 
 
-def long_tail_data(data: ImageData, ur: float, device: torch.device | str = "cpu") -> LongTailData:
-    """Subsample the training split to the long-tailed profile; keep the test split balanced."""
+def long_tail_data(
+    data: ImageData, ur: float, device: torch.device | str = "cpu", test_profile: str = "balanced"
+) -> LongTailData:
+    """Subsample the training split to the long-tailed profile; the test split stays balanced, or with
+    ``test_profile="lt"`` gets the same profile with the test split's n_max (1000 per class for CIFAR-10)."""
+    if test_profile not in TEST_PROFILES:
+        raise InputError(f"test_profile must be one of {', '.join(TEST_PROFILES)}; got {test_profile!r}")
     keep = torch.from_numpy(long_tail_indices(data.y_train.numpy(), len(data.classes), ur))
+    test = torch.arange(data.y_test.numel())
+    if test_profile == "lt":
+        test = torch.from_numpy(np.sort(long_tail_indices(data.y_test.numpy(), len(data.classes), ur)))
     return LongTailData(
         data.name, data.classes, ur,
         data.x_train[keep].to(device), data.y_train[keep].to(device),
-        data.x_test.to(device), data.y_test.to(device),
+        data.x_test[test].to(device), data.y_test[test].to(device), test_profile,
     )
 
 
 def stratified_first_n(labels: Tensor, n: int | None, num_classes: int) -> Tensor:
-    """Indices of the first ceil(n/C) test images of every class (all images when n is None)."""
+    """Indices of the first ceil(n * n_c / N) test images of class c, n_c of the N test images being of
+    class c (all images when n is None): ceil(n / C) per class on a balanced test set, the same
+    class proportions on a long-tailed one."""
     if n is None or n >= labels.numel():
         return torch.arange(labels.numel(), device=labels.device)
-    per_class = -(-n // num_classes)
+    counts = torch.bincount(labels, minlength=num_classes)
+    per_class = (-(-n * counts // labels.numel()))[labels]
     order = torch.argsort(labels, stable=True)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(labels.numel(), device=labels.device) - torch.searchsorted(
@@ -279,10 +304,17 @@ def stratified_first_n(labels: Tensor, n: int | None, num_classes: int) -> Tenso
     return torch.nonzero(rank < per_class).flatten()
 
 
+#: training augmentations: RandAugment (ra) / AutoAugment CIFAR-10 (aua), per image, before crop and flip
+AUGMENT_MODES = ("none", "crop-flip", "ra-crop-flip", "aua-crop-flip")
+
+
 def augment(x: Tensor, mode: str, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Random crop with zero padding and horizontal flip as one gather over the batch (any dtype)."""
+    """Optional RandAugment / AutoAugment (uint8 ``x``), then random crop with zero padding and
+    horizontal flip as one gather over the batch (any dtype)."""
     if mode == "none":
         return x
+    if mode != "crop-flip":
+        x = policy_augment(x, mode.removesuffix("-crop-flip"), generator)
     b, _, h, w = x.shape
     dev = x.device
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)

@@ -37,7 +37,8 @@ AA_MAX_TARGETS = 9
 AA_MIN_CLASSES = 4
 #: how many test images to evaluate: a number, "all", or None for the run's configured count
 SampleCount = int | Literal["all"] | None
-SUBSET_RULE = "first ceil(n/C) test images of every class, in test-set order (no randomness)"
+SUBSET_RULE = ("first ceil(n * n_c / N) test images of class c (n_c of the N test images), in test-set order "
+               "(no randomness): ceil(n/C) per class on a balanced test set")
 
 
 def check_attacks(attacks: Sequence[str], num_classes: int) -> None:
@@ -197,6 +198,7 @@ def evaluate(
     if precision != "fp32":
         wanted = {key: {**params, "precision": precision} for key, params in wanted.items()}
     model = with_precision(model, precision)
+    record["test_profile"] = data.test_profile
     record["n_test"] = idx.numel()
     record["subset"] = "all" if idx.numel() == data.y_test.numel() else "stratified-first-n"
     record["subset_rule"] = SUBSET_RULE

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from bench.config import RunConfig, build_config
-from bench.data import LongTailData, dataset_info, long_tail_counts, train_batches
+from bench.data import LongTailData, augment, dataset_info, long_tail_counts, train_batches
 from bench.evaluate import EVAL_BATCH_SIZE, attack_params, run_attack
 from bench.inference import InferenceModel
 from bench.perf_reference import ReferenceLoop, reference_loader
@@ -158,6 +158,18 @@ def time_pgd20(cfg: RunConfig, data: LongTailData, device: torch.device, n_image
                                 batch_size=EVAL_BATCH_SIZE, progress=Progress(False))
     attack()  # warm-up
     return y.numel() / _timed(device, attack)
+
+
+def augmentation_rate(data: LongTailData, mode: str, batch_size: int, batches: int) -> float:
+    """Images/s of the ``mode`` training augmentation (uint8, per-image ops) on ``batches`` batches."""
+    images = data.x_train[:batch_size * batches]
+
+    def run() -> None:
+        generator = torch.Generator(device=images.device).manual_seed(0)
+        for start in range(0, images.shape[0], batch_size):
+            augment(images[start:start + batch_size], mode, generator)
+
+    return images.shape[0] / _timed(images.device, run)
 
 
 def perf_config(method: str, arch: str, dataset: str, device: torch.device, precision: str, preset: str,

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.errors import InputError
 from bench.models import Net
+from methods.tail_loss import first_tail_class
 
 #: method -> (RBL-weighted attack, outer loss: "ce", "bsl" or "bsl+tail")
 REFERENCE_METHODS = {"pgd-at": (False, "ce"), "rbl": (True, "bsl"), "tail": (False, "bsl+tail"),
@@ -65,7 +66,7 @@ def tail_per_anchor_loop(features: Tensor, y: Tensor, class_counts: Tensor) -> T
     log_q = F.log_softmax(features, dim=1)
     terms = []
     for b in range(batch):
-        if int(y[b]) < num_classes - num_classes // 3:
+        if int(y[b]) < first_tail_class(num_classes):
             continue
         p = log_q[b].detach().exp()
         kbar = (p * (log_q[b].detach() - log_q)).sum() / (batch * dims)

@@ -38,7 +38,7 @@ def _cached_dataset(name: str, root: str | None) -> ImageData:
 
 
 def run_data(cfg: RunConfig, data_root: str | None, device: torch.device | str) -> LongTailData:
-    return long_tail_data(_cached_dataset(cfg.dataset, data_root), cfg.ur, device)
+    return long_tail_data(_cached_dataset(cfg.dataset, data_root), cfg.ur, device, cfg.test_profile)
 
 
 def config_record(cfg: RunConfig, data: LongTailData) -> dict[str, Any]:

@@ -116,6 +116,11 @@ class EpochStats:
             )
 
 
+def attack_steps(cfg: RunConfig, method: Method) -> int:
+    """The training attack's PGD steps: the method's own (0: train on clean images) or the run's."""
+    return cfg.steps if method.attack_steps is None else method.attack_steps
+
+
 def train_step(cfg: RunConfig, t: Trainee, x: Tensor, y: Tensor, generator: torch.Generator,
                stats: EpochStats, batch: int) -> None:
     """One adversarial training step (the method's PGD attack, then the update) in the run's precision.
@@ -123,15 +128,17 @@ def train_step(cfg: RunConfig, t: Trainee, x: Tensor, y: Tensor, generator: torc
     No host synchronisation: statistics and the non-finite-loss flag are accumulated in ``stats``.
     """
     net, method = t.net, t.method
+    steps = attack_steps(cfg, method)
     x = x.contiguous(memory_format=memory_format(cfg.arch))
     with record_function("ltbench.attack"):
         net.eval()
         model = with_precision(t.attack_model(), cfg.precision)
         with torch.no_grad():
             clean_logits = model(x)
-        x_adv = pgd(model, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
-                    loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
-                    start=method.attack_start, generator=generator)
+        x_adv = x if steps == 0 else pgd(
+            model, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=steps,
+            loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
+            start=method.attack_start, generator=generator)
     with record_function("ltbench.update_forward"):
         net.train()
         with autocast(cfg.precision, x.device):
@@ -172,6 +179,7 @@ def train_epoch(
         "train_adv_acc": stats.adv_correct.item() / n,
         "ae_pred_hist": hist_list,
         "ae_pred_entropy": entropy(hist_list),
+        "attack_steps": attack_steps(cfg, t.method),
     }
 
 
@@ -207,6 +215,7 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
     epochs_task = progress.task(f"{cfg.method} epochs", total=cfg.epochs, completed=start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
+        t.method.begin_epoch(epoch, cfg.epochs)
         lr = lr_at(cfg, epoch)
         for group in t.optimizer.param_groups:
             group["lr"] = lr

@@ -67,8 +67,11 @@ class Method:
     #: random start of the training attack: "uniform" (x + U(-eps, eps)), "normal" (x + 0.001 N(0, I))
     #: or "uniform-positive" (x + eps U(0, 1)).
     attack_start: ClassVar[str] = "uniform"
-    #: whether ``train_loss`` needs a train-mode forward of the clean images.
-    needs_clean_output: ClassVar[bool] = False
+    #: whether ``train_loss`` needs a train-mode forward of the clean images (may change per epoch).
+    needs_clean_output: bool = False
+    #: PGD steps of the training attack: None = the run's ``steps``; 0 = no attack and no random draws,
+    #: the outer loss sees the clean images (may change per epoch, see ``begin_epoch``).
+    attack_steps: int | None = None
 
     def __init__(
         self, params: Mapping[str, Any], class_counts: Sequence[int], device: torch.device | str = "cpu"
@@ -108,6 +111,9 @@ class Method:
     def train_loss(self, out_adv: Output, y: Tensor, out_clean: Output | None = None) -> Tensor:
         """Scalar loss minimised on the adversarial (and, if requested, clean) forward pass."""
         return F.cross_entropy(out_adv.logits, y)
+
+    def begin_epoch(self, epoch: int, num_epochs: int) -> None:
+        """Called before every epoch with its absolute 0-based index, also after a resume."""
 
     def end_epoch(self, ae_pred_counts: Tensor) -> None:
         """Update method state from the epoch's histogram of the AEs' predicted labels."""

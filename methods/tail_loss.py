@@ -1,6 +1,6 @@
 """Outer-loss part for the REAT family: Balanced Softmax (BSL), optionally plus the TAIL feature term.
 
-TAIL (REAT Sec. 4): for tail-class anchors b (the last floor(C/3) class indices), P_b = softmax of the
+TAIL (REAT Sec. 4): for tail-class anchors b (class indices 2 * (C // 3) + 1 .. C - 1), P_b = softmax of the
 anchor's penultimate features over the D feature dims (detached) and Q_j = softmax of each batch member's
 features; K[b, j] = KL(P_b || Q_j) summed over the D dims. Class weights u_c = sqrt(N / n_c), pair weights
 W_bj = u_{y_b} + u_{y_j}. Both variants are vectorised over the batch.
@@ -36,9 +36,18 @@ def balanced_softmax_loss(logits: Tensor, y: Tensor, class_counts: Tensor, tau: 
     return F.cross_entropy(logits + tau * log_prior(class_counts), y)
 
 
+def first_tail_class(num_classes: int) -> int:
+    """The official code's first tail class index, 2 * (C // 3) + 1 (see ``tail_mask``)."""
+    return 2 * (num_classes // 3) + 1
+
+
 def tail_mask(num_classes: int) -> Tensor:
-    """Boolean mask of the tail classes: the last floor(C/3) indices (7, 8, 9 for C = 10)."""
-    return torch.arange(num_classes) >= num_classes - num_classes // 3
+    """Boolean mask of the tail classes by the official rule, indices 2 * (C // 3) + 1 .. C - 1.
+
+    That is the last C // 3 classes when C mod 3 = 1 (7-9 for C = 10, 67-99 for C = 100), but 67 classes
+    (133-199) for Tiny-ImageNet's 200; the evaluator's head / mid / tail thirds are a separate grouping.
+    """
+    return torch.arange(num_classes) >= first_tail_class(num_classes)
 
 
 def _pair_terms(features: Tensor, y: Tensor, class_counts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -55,7 +64,7 @@ def _pair_terms(features: Tensor, y: Tensor, class_counts: Tensor) -> tuple[Tens
     weights = u[y][:, None] + u[y][None, :]
     same = y[:, None] == y[None, :]
     num_classes = len(class_counts)
-    anchors = y >= num_classes - num_classes // 3  # tail_mask(num_classes)[y] without a host-to-device copy
+    anchors = y >= first_tail_class(num_classes)  # tail_mask(num_classes)[y] without a host-to-device copy
     return kl, weights, same, anchors
 
 

@@ -85,16 +85,16 @@ def test_fisher_is_the_ratio_along_the_class_direction() -> None:
 
 
 def test_feature_kl_by_hand() -> None:
-    """softmax(0, 0) = (1/2, 1/2) and softmax(log 3, 0) = (3/4, 1/4); class 2 is REAT's tail for C = 3."""
+    """softmax(0, 0) = (1/2, 1/2) and softmax(log 3, 0) = (3/4, 1/4); class 3 is REAT's tail for C = 4."""
     features = np.array([[0.0, 0.0], [0.0, 0.0], [math.log(3), 0.0]])
-    labels = np.array([0, 1, 2])
-    g = am.class_geometry(features, labels, [10, 5, 2])
+    labels = np.array([0, 1, 3])
+    g = am.class_geometry(features, labels, [10, 5, 3, 2])
     kl_pq = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
     kl_qp = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
     assert g["per_class"]["kl_other"][0] == pytest.approx(kl_pq / 2)  # to class 1 (0) and class 2
-    assert g["per_class"]["kl_other"][2] == pytest.approx(kl_qp)
+    assert g["per_class"]["kl_other"][3] == pytest.approx(kl_qp)
     assert g["tail_kl"] == pytest.approx(kl_qp)
-    assert math.isnan(g["per_class"]["kl_same"][2])  # one sample: no same-class pair
+    assert math.isnan(g["per_class"]["kl_same"][3])  # one sample: no same-class pair
 
 
 def test_feature_kl_matches_the_tail_loss_pair_matrix() -> None:

@@ -171,7 +171,8 @@ def test_bad_grid_files_name_the_valid_choices(text, message):
         expand(parse_grid(text, "test"))
 
 
-@pytest.mark.parametrize("name, count", [("paper-main", 84), ("ablation", 11), ("fmnist-quick", 14)])
+@pytest.mark.parametrize("name, count", [("paper-main", 108), ("ablation", 11), ("fmnist-quick", 18),
+                                         ("taet-protocol", 16)])
 def test_shipped_grids_expand(name, count):
     runs = expand(load_grid(name))
     assert len(runs) == count == len({c.run_id for c in runs})
@@ -183,7 +184,13 @@ def test_shipped_grid_contents():
     assert {(c.dataset, c.arch, c.ur) for c in paper} == {
         (d, a, u) for d in ("cifar10", "cifar100") for a in ("resnet18", "wrn-28-10") for u in (10, 50, 100)}
     assert {c.preset for c in paper} == {"paper"} and load_grid("paper-main").evaluation().suite == "paper"
-    assert len({c.method for c in paper}) == 7
+    assert len({c.method for c in paper}) == 8
+    assert {c.augment for c in paper if c.method == "at-bsl"} == {"crop-flip", "ra-crop-flip"}
+    assert {c.augment for c in paper if c.method != "at-bsl"} == {"crop-flip"}
+    protocol = expand(load_grid("taet-protocol"))
+    assert {c.method for c in protocol} == {"reat", "at-bsl", "robal", "taet"}
+    assert {(c.epochs, c.milestones, c.eps, c.step_size, c.test_profile) for c in protocol} == {
+        (100, (75, 90), 0.031, 0.003, "lt")}
     ablation = expand(load_grid("ablation"))
     reat = [c.method_params for c in ablation if c.method == "reat"]
     assert sorted(c.method for c in ablation if c.method != "reat") == ["at-bsl", "rbl", "tail"]
@@ -193,10 +200,12 @@ def test_shipped_grid_contents():
     quick = expand(load_grid("fmnist-quick"))
     assert {(c.preset, c.arch, c.seed) for c in quick} == {("quick", "cnn-small", 0)}
     assert load_grid("fmnist-quick").evaluation().suite == "fast"
+    assert sorted((c.method, c.augment) for c in quick if c.method in ("at-bsl", "taet") and c.ur == 100) == [
+        ("at-bsl", "none"), ("at-bsl", "ra-crop-flip"), ("taet", "none")]
 
 
 def test_unknown_grid_lists_the_shipped_ones():
-    with pytest.raises(InputError, match="ablation, fmnist-quick, paper-main"):
+    with pytest.raises(InputError, match="ablation, fmnist-quick, paper-main, taet-protocol"):
         load_grid("paper-mian")
     result = bench("grid", "paper-mian", "--dry-run")
     assert result.exit_code == 2 and "shipped grids" in result.output
@@ -218,7 +227,7 @@ def test_dry_run_lists_statuses_and_trains_nothing(tmp_path, grid_file):
     store.mark_failed(partial, "boom")
     assert run_status(partial) == "failed" and run_status(out / "nothing") == "todo"
     result = bench("grid", "fmnist-quick", "--dry-run", "--out", out, "--preset", "smoke")
-    assert "-smoke-" in result.output and "14 to do" in result.output
+    assert "-smoke-" in result.output and "18 to do" in result.output
     assert sorted(p.name for p in out.iterdir()) == sorted([done.name, partial.name])
 
 
@@ -354,3 +363,17 @@ def test_report_command_calls_write_report(tmp_path, monkeypatch):
     assert calls == [(tmp_path, tmp_path / "reports" / "main", "best")]
     assert str(tmp_path / "reports" / "main" / "index.md") in result.output
     assert bench("report", tmp_path / "missing").exit_code == 2
+
+
+def test_a_method_can_sweep_a_config_field_and_rules_can_match_it():
+    grid = parse_grid('datasets = ["cifar10"]\narchs = ["cnn-small"]\nurs = [10, 100]\n'
+                      'methods = ["pgd-at", "at-bsl"]\n[sweep.at-bsl]\naugment = ["crop-flip", "ra-crop-flip"]\n'
+                      '[[exclude]]\nur = 10\n"at-bsl.augment" = "ra-crop-flip"\n', "test")
+    runs = expand(grid, fields={"epochs": 2})
+    assert sorted((c.method, c.ur, c.augment) for c in runs) == [
+        ("at-bsl", 10.0, "crop-flip"), ("at-bsl", 100.0, "crop-flip"), ("at-bsl", 100.0, "ra-crop-flip"),
+        ("pgd-at", 10.0, "crop-flip"), ("pgd-at", 100.0, "crop-flip")]
+    assert {c.epochs for c in runs} == {2}
+    with pytest.raises(InputError, match="no parameter 'augmnt' or a config field"):
+        parse_grid('datasets = ["cifar10"]\narchs = ["cnn-small"]\nurs = [10]\nmethods = ["at-bsl"]\n'
+                   '[sweep.at-bsl]\naugmnt = ["none"]\n', "test")

@@ -155,16 +155,17 @@ def test_rbl_attack_losses() -> None:
     assert logit.loss(torch.tensor(LOGITS), y).tolist() == pytest.approx(expected, rel=1e-5)
 
 
-# TAIL example: C = 3 (tail = {2}), counts [6, 2, 1] (N = 9), B = 4 samples, D = 2 feature dims.
-TAIL_COUNTS = [6, 2, 1]
-TAIL_Y = [2, 0, 2, 1]
+# TAIL example: C = 4 (official tail set 2 * (4 // 3) + 1 .. 3 = {3}), counts [6, 2, 1, 1] (N = 10),
+# B = 4 samples, D = 2 feature dims.
+TAIL_COUNTS = [6, 2, 1, 1]
+TAIL_Y = [3, 0, 3, 1]
 LN3 = math.log(3)
 TAIL_FEATURES = [[0.0, LN3], [0.0, 0.0], [LN3, 0.0], [1.0, -1.0]]
 
 
 def tail_by_hand(variant: str) -> float:
     probs = [softmax(f) for f in TAIL_FEATURES]  # [.25, .75], [.5, .5], [.75, .25], ...
-    u = [math.sqrt(9 / n) for n in TAIL_COUNTS]
+    u = [math.sqrt(sum(TAIL_COUNTS) / n) for n in TAIL_COUNTS]
     batch, dims = 4, 2
     per_anchor = []
     for b in (0, 2):
@@ -198,10 +199,10 @@ def test_tail_without_tail_anchors_is_zero() -> None:
 
 @pytest.mark.parametrize("variant", ["official", "paper"])
 def test_reat_and_tail_outer_loss_is_bsl_plus_lambda_tail(variant: str) -> None:
-    logits = LOGITS + [[0.1, 0.2, 0.3]]
+    logits = [z + [-0.4] for z in LOGITS] + [[0.1, 0.2, 0.3, 0.5]]
     bsl = mean(
         [
-            ce([z[c] + math.log(TAIL_COUNTS[c]) for c in range(3)], y)
+            ce([z[c] + math.log(TAIL_COUNTS[c]) for c in range(4)], y)
             for z, y in zip(logits, TAIL_Y, strict=True)
         ]
     )

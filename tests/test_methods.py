@@ -18,7 +18,7 @@ from methods.base import Method
 from methods.rebalancing import RBLAttack
 from methods.tail_loss import tail_mask, tail_official, tail_paper
 
-COUNTS = [40, 20, 10, 6, 3]  # C = 5, tail = {4}
+COUNTS = [40, 20, 10, 6, 3]  # C = 5, TAIL's tail set 2 * (5 // 3) + 1 .. 4 = {3, 4}
 EPS, STEP = 8 / 255, 2 / 255
 
 
@@ -48,7 +48,7 @@ def tiny_net(method: Method, seed: int = 0) -> Net:
 
 
 def test_registry_names() -> None:
-    assert set(REGISTRY) == {"pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat"}
+    assert set(REGISTRY) == {"pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat", "taet"}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -105,7 +105,7 @@ def test_training_step_contract(name: str) -> None:
         assert torch.equal(torch.as_tensor(restored.state_dict()[key]), torch.as_tensor(value))
 
 
-@pytest.mark.parametrize("name", ["pgd-at", "trades", "at-bsl", "rbl", "tail", "reat"])
+@pytest.mark.parametrize("name", ["pgd-at", "trades", "at-bsl", "rbl", "tail", "reat", "taet"])
 def test_predict_is_identity(name: str) -> None:
     logits = torch.randn(3, len(COUNTS))
     assert torch.equal(make(name).predict(logits), logits)
@@ -130,6 +130,7 @@ def test_attack_starts_and_clean_output() -> None:
         "rbl": "uniform",
         "tail": "uniform",
         "reat": "uniform",
+        "taet": "normal",
     }
     assert {name for name in REGISTRY if REGISTRY[name].needs_clean_output} == {"trades", "robal"}
 
@@ -189,9 +190,10 @@ def test_tail_matches_loop_reference(fast, loop) -> None:
     assert torch.allclose(f_fast.grad, f_loop.grad, rtol=1e-4, atol=1e-7)
 
 
-def test_tail_classes_are_the_last_third() -> None:
+def test_tail_classes_follow_the_official_rule() -> None:
     assert tail_mask(10).nonzero().flatten().tolist() == [7, 8, 9]
     assert tail_mask(100).nonzero().flatten().tolist() == list(range(67, 100))
+    assert tail_mask(200).nonzero().flatten().tolist() == list(range(133, 200))  # 67 classes, not 66
 
 
 def test_tail_official_sign_pulls_toward_tail_anchor() -> None:

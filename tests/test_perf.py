@@ -59,9 +59,10 @@ def test_perf_command_prints_the_ratio_and_json():
     runner = CliRunner()
     args = ["perf", "--synthetic", "--dataset", "cifar10", "--batches", "1", "--batch-size", "8", "--preset",
             "smoke", "--precision", "fp32"]
-    result = runner.invoke(main, args)
+    result = runner.invoke(main, [*args, "--augment", "ra-crop-flip"])
     assert result.exit_code == 0, result.output
     assert "speed-up" in result.output and "PGD-20" in result.output
+    assert "ra-crop-flip augmentation:" in result.output
     result = runner.invoke(main, [*args, "--json", "--method", "pgd-at"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)

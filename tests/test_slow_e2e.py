@@ -15,7 +15,7 @@ pytestmark = [
 ]
 
 
-def test_all_seven_methods_smoke_on_fashion_mnist_lt(tmp_path):
+def test_every_method_smokes_on_fashion_mnist_lt(tmp_path):
     methods = ",".join(REGISTRY)
     result = CliRunner().invoke(main, ["run", "--methods", methods, "--preset", "smoke", "--out", str(tmp_path / "r"),
                                        "--report-dir", str(tmp_path / "report"), "--no-progress"])
@@ -28,3 +28,17 @@ def test_all_seven_methods_smoke_on_fashion_mnist_lt(tmp_path):
         assert (run_dir / "done").exists()
     index = (tmp_path / "report" / "index.md").read_text()
     assert all(name in index for name in REGISTRY)
+
+
+def test_taet_stages_and_at_bsl_with_randaugment_on_fashion_mnist_lt(tmp_path):
+    out = tmp_path / "r"
+    base = ["run", "--preset", "smoke", "--out", str(out), "--no-report", "--no-progress"]
+    result = CliRunner().invoke(main, [*base, "--methods", "taet", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, [*base, "--methods", "at-bsl", "--set", "augment=ra-crop-flip"])
+    assert result.exit_code == 0, result.output
+    runs = {json.loads((p / "config.json").read_text())["config"]["method"]: p for p in out.iterdir()}
+    taet_epochs = [json.loads(line) for line in (runs["taet"] / "metrics.jsonl").read_text().splitlines()]
+    assert [m["attack_steps"] for m in taet_epochs] == [0, 2]  # round(0.4 * 2) = 1 clean epoch, then PGD-2
+    assert json.loads((runs["at-bsl"] / "config.json").read_text())["config"]["augment"] == "ra-crop-flip"
+    assert all((p / "eval.json").exists() for p in runs.values())

@@ -80,7 +80,7 @@ def test_metrics_lines_have_the_documented_fields(tmp_path, tiny_data):
     train(tiny_config(epochs=1), tiny_data, tmp_path, torch.device("cpu"), Progress(False))
     (line,) = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     for key in ("epoch", "loss", "train_clean_acc", "train_adv_acc", "ae_pred_hist", "ae_pred_entropy",
-                "test_clean_acc", "test_pgd20_acc", "lr", "seconds"):
+                "test_clean_acc", "test_pgd20_acc", "lr", "seconds", "attack_steps"):
         assert key in line
     assert sum(line["ae_pred_hist"]) == sum(tiny_data.class_counts)
     assert (tmp_path / "ckpt" / "best.pt").exists()

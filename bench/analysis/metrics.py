@@ -14,6 +14,7 @@ import numpy as np
 from scipy.special import log_softmax
 
 from bench.metrics import class_groups
+from methods.tail_loss import first_tail_class
 
 #: per-class metrics, in the order they are stored
 PER_CLASS_METRICS = ("spread", "nearest_centroid_dist", "separation", "fisher", "norm", "ncm_acc",
@@ -21,8 +22,8 @@ PER_CLASS_METRICS = ("spread", "nearest_centroid_dist", "separation", "fisher", 
 
 
 def reat_tail_classes(num_classes: int) -> list[int]:
-    """REAT's tail set: the last floor(C/3) class indices (7, 8, 9 for C = 10), as TAIL's anchors."""
-    return list(range(num_classes - num_classes // 3, num_classes))
+    """REAT's tail set, TAIL's anchors by the official rule: 2 * (C // 3) + 1 .. C - 1 (7, 8, 9 for C = 10)."""
+    return list(range(first_tail_class(num_classes), num_classes))
 
 
 def centroids(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

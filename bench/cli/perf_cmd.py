@@ -10,9 +10,9 @@ from rich.table import Table
 
 from bench.cli.options import data_root_option
 from bench.config import PRESETS
-from bench.data import load_dataset, long_tail_data
+from bench.data import AUGMENT_MODES, load_dataset, long_tail_data
 from bench.evaluate import EVAL_BATCH_SIZE
-from bench.perf import perf_config, profile_step, synthetic_data, whole_step
+from bench.perf import augmentation_rate, perf_config, profile_step, synthetic_data, whole_step
 from bench.precision import PRECISIONS
 from bench.runner import resolve_device
 
@@ -55,11 +55,13 @@ def result_table(r: dict) -> Table:
 @click.option("--compile", "compile_net", is_flag=True, help="torch.compile the real core (warm-up = compile)")
 @click.option("--profile", "with_profile", is_flag=True,
               help="also profile one real step (torch.profiler): time per phase and the top operators")
+@click.option("--augment", "augment_mode", default=None, type=click.Choice(AUGMENT_MODES[1:]),
+              help="also time this training augmentation against the training step it feeds")
 @click.option("--json", "as_json", is_flag=True, help="print the measurements as JSON")
 @data_root_option
 def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, batches: int, batch_size: int | None,
             preset: str, eval_images: int, device: str, precision: str, compile_net: bool, with_profile: bool,
-            as_json: bool, data_root: str | None) -> None:
+            augment_mode: str | None, as_json: bool, data_root: str | None) -> None:
     """Time one whole training step (attack + update) of the real core against the official-code-style loop."""
     torch_device = resolve_device(device)
     cfg = perf_config(method, arch, dataset, torch_device, precision, preset, batch_size, compile_net)
@@ -70,11 +72,18 @@ def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, ba
     result = whole_step(cfg, data, torch_device, batches, eval_images)
     if with_profile:
         result["profile"] = profile_step(cfg, data, torch_device)
+    if augment_mode:
+        result["augmentation"] = {"mode": augment_mode,
+                                  "images_per_s": augmentation_rate(data, augment_mode, cfg.batch_size, batches)}
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     console = Console(width=160)
     console.print(result_table(result))
+    if augment_mode:
+        rate, step = result["augmentation"]["images_per_s"], result["real"]["images_per_s"]
+        console.print(f"{augment_mode} augmentation: {rate:.0f} images/s against {step:.1f} images/s for the "
+                      f"training step it feeds ({step / rate:.1%} of the step's time)")
     if with_profile:
         phases = result["profile"]["phases_ms"]
         total = sum(phases.values())

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench.config import DEFAULTS, PRESETS, RunConfig, build_config, check_preset
+from bench.config import DEFAULTS, PRESETS, SETTABLE, RunConfig, build_config, check_preset
 from bench.errors import InputError
 from bench.evalsettings import EvalSettings, check_count, check_suite, eval_settings
 from methods import get_method
@@ -35,7 +35,7 @@ class GridSpec:
     preset: str
     suite: str | None
     settings: dict[str, Any]  # [set]: field or METHOD.PARAM -> value
-    sweeps: dict[str, dict[str, list[Any]]]  # method -> param -> values
+    sweeps: dict[str, dict[str, list[Any]]]  # method -> param or config field -> values
     exclude: tuple[dict[str, Any], ...]  # flat rules: field or METHOD.PARAM -> value or list of values
     slurm: dict[str, Any]
     eval_n: int | str | None = None  # test images of the final evaluation ("all"); None: the preset's
@@ -98,22 +98,29 @@ def _axis(data: Mapping[str, Any], key: str, source: str, kind: type) -> tuple[A
     return tuple(values)
 
 
-def _method_param(key: str, methods: Sequence[str], where: str) -> tuple[str, str]:
-    """Split METHOD.PARAM, checking that the grid runs METHOD and that METHOD has PARAM."""
+def _method_param(key: str, methods: Sequence[str], where: str, fields: bool = False) -> tuple[str, str]:
+    """Split METHOD.PARAM, checking that the grid runs METHOD and that METHOD has PARAM
+    (or, with ``fields``, that PARAM is a settable config field such as ``augment``)."""
     method, _, param = key.partition(".")
     if method not in methods:
         raise InputError(f"{where} names method {method!r}, which is not in methods = {list(methods)}")
     names = [p.name for p in get_method(method).params]
-    if param not in names:
-        raise InputError(f"{where}: method {method!r} has no parameter {param!r}; its parameters: "
+    if param not in names and not (fields and param in SETTABLE):
+        also = " or a config field" if fields else ""
+        raise InputError(f"{where}: method {method!r} has no parameter {param!r}{also}; its parameters: "
                          f"{', '.join(names) or '(none)'}")
     return method, param
+
+
+def _is_field(method: str, name: str) -> bool:
+    """A swept name is a config field unless the method has a parameter of that name."""
+    return name not in {p.name for p in get_method(method).params}
 
 
 def _sweeps(data: Mapping[str, Any], methods: Sequence[str], source: str) -> dict[str, dict[str, list[Any]]]:
     sweeps: dict[str, dict[str, list[Any]]] = {}
     for key, values in _flatten(_table(data, "sweep", source)).items():
-        method, param = _method_param(key, methods, f"{source}: [sweep] {key}")
+        method, param = _method_param(key, methods, f"{source}: [sweep] {key}", fields=True)
         if not isinstance(values, list) or not values:
             raise InputError(f"{source}: [sweep] {key} must be a non-empty list of values")
         sweeps.setdefault(method, {})[param] = values
@@ -129,7 +136,7 @@ def _rules(data: Mapping[str, Any], methods: Sequence[str], source: str) -> tupl
     for rule in flat:
         for key in rule:
             if "." in key:
-                _method_param(key, methods, f"{source}: exclude rule {rule}")
+                _method_param(key, methods, f"{source}: exclude rule {rule}", fields=True)
             elif key not in RULE_FIELDS:
                 raise InputError(f"{source}: exclude rule key {key!r} is unknown; valid keys: "
                                  f"{', '.join(RULE_FIELDS)} and METHOD.PARAM")
@@ -197,7 +204,9 @@ def run_value(cfg: RunConfig, key: str) -> Any:
     """The value a rule key takes for ``cfg`` (None for another method's parameter)."""
     method, dot, param = key.partition(".")
     if dot:
-        return cfg.method_params.get(param) if cfg.method == method else None
+        if cfg.method != method:
+            return None
+        return getattr(cfg, param) if _is_field(method, param) else cfg.method_params.get(param)
     return getattr(cfg, key)
 
 
@@ -231,9 +240,12 @@ def expand(
         spec.datasets, spec.archs, spec.urs, spec.methods, spec.seeds
     ):
         for point in _points(spec.sweeps.get(method, {})):
-            params = file_params.get(method, {}) | point | cli_params.get(method, {})
+            swept_fields = {k: v for k, v in point.items() if _is_field(method, k)}
+            swept_params = {k: v for k, v in point.items() if k not in swept_fields}
+            params = file_params.get(method, {}) | swept_params | cli_params.get(method, {})
             cfg = build_config(method=method, dataset=dataset, ur=ur, arch=arch, preset=preset or spec.preset,
-                               seed=seed, overrides=overrides, method_params=params, device_type=device_type)
+                               seed=seed, overrides=overrides | swept_fields | cli_fields,
+                               method_params=params, device_type=device_type)
             if not any(matches(rule, cfg) for rule in spec.exclude):
                 runs.setdefault(cfg.run_id, cfg)
     if not runs:

@@ -19,8 +19,8 @@ EVAL_FILES = {"last": "eval.json", "best": "eval-best.json"}
 _ATTACK_FIELDS = ("acc", "head", "mid", "tail", "worst", "balanced")
 _CONFIG_FIELDS = ("dataset", "arch", "ur", "method", "seed")
 #: columns of ``collect``'s frame
-COLUMNS = ["run_id", "dataset", "arch", "ur", "method", "method_label", "seed", "attack", *_ATTACK_FIELDS,
-           "per_class_acc", "classes", "class_counts"]
+COLUMNS = ["run_id", "dataset", "arch", "ur", "method", "method_label", "seed", "test_profile", "attack",
+           *_ATTACK_FIELDS, "per_class_acc", "classes", "class_counts"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Run:
     classes: list[str]
     class_counts: list[int]
     attacks: dict[str, dict[str, Any]]
+    test_profile: str = "balanced"  # eval.json's test set: balanced, or lt (the run's UR applied to it)
 
 
 class _Unusable(Exception):
@@ -94,7 +95,7 @@ def runs_frame(runs: list[Run], results_dir: str | Path) -> pd.DataFrame:
             rows.append({
                 "run_id": run.run_id, "dataset": c["dataset"], "arch": c["arch"], "ur": float(c["ur"]),
                 "method": c["method"], "method_label": labels[run.run_id], "seed": int(c["seed"]),
-                "attack": attack, **{k: float(res[k]) for k in _ATTACK_FIELDS},
+                "test_profile": run.test_profile, "attack": attack, **{k: float(res[k]) for k in _ATTACK_FIELDS},
                 "per_class_acc": [float(v) for v in res["per_class_acc"]],
                 "classes": run.classes, "class_counts": run.class_counts,
             })
@@ -201,4 +202,5 @@ def _make_run(folder: Path, meta: Any, record: Any, eval_name: str) -> Run:
         if not (isinstance(per_class, list) and len(per_class) == len(classes)
                 and all(map(_is_number, per_class))):
             raise _Unusable(f"{where}: per_class_acc must hold {len(classes)} numbers (one per class)")
-    return Run(folder.name, folder, config, [str(c) for c in classes], [int(n) for n in counts], attacks)
+    return Run(folder.name, folder, config, [str(c) for c in classes], [int(n) for n in counts], attacks,
+               str(record.get("test_profile", "balanced")))

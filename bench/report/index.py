@@ -14,6 +14,13 @@ from bench.report.labels import method_palette
 from bench.report.tables import Table, build_tables, runs_csv, to_csv, to_latex, to_markdown
 from bench.store import write_text
 
+#: what each test profile means, stated above its tables
+TEST_PROFILE_NOTES = {
+    "balanced": "Test set: **balanced** (the full test split or a class-stratified part of it).",
+    "lt": "Test set: **lt**, long-tailed (the run's UR applied to the test split): overall accuracy counts "
+          "images, *balanced* is the mean per-class accuracy (TAET's balanced accuracy / robustness).",
+}
+
 
 def write_report(results_dir: str | Path, out_dir: str | Path, checkpoint: str = "last", *,
                  per_class_attack: str = "pgd20") -> Path:
@@ -75,7 +82,8 @@ def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
     ]
     for table, paths in table_files:
         md, csv, tex = paths
-        lines += [f"### {table.title}", "", to_markdown(table),
+        note = TEST_PROFILE_NOTES.get(table.test_profile, f"Test set: {table.test_profile}.")
+        lines += [f"### {table.title}", "", note, "", to_markdown(table),
                   f"- Accuracy table, {table.title}: {_link(md, out)} · {_link(csv, out, 'CSV')} "
                   f"(numeric `<metric>_mean`, `<metric>_std`, `n_seeds`, `best`) · "
                   f"{_link(tex, out, 'LaTeX')} (booktabs)", ""]

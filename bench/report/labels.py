@@ -11,7 +11,7 @@ from typing import Any
 import seaborn as sns
 
 #: registry order of the methods; reports list methods in this order, unknown ones after
-METHOD_ORDER = ("pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat")
+METHOD_ORDER = ("pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat", "taet")
 #: attack keys of eval.json in report order, with their display names
 ATTACK_NAMES = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw100": "CW-100",
                 "aa": "AA"}

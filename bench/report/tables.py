@@ -9,7 +9,7 @@ import pandas as pd
 
 from bench.report.labels import attack_name, attack_sort_key, group_slug, group_title, method_sort_key
 
-GROUP = ["dataset", "arch", "ur"]
+GROUP = ["dataset", "arch", "ur", "test_profile"]
 _MISSING = "–"
 
 
@@ -26,14 +26,17 @@ class Table:
     ur: float
     metrics: list[str]
     stats: pd.DataFrame
+    test_profile: str = "balanced"
 
     @property
     def title(self) -> str:
-        return group_title(self.dataset, self.arch, self.ur)
+        title = group_title(self.dataset, self.arch, self.ur)
+        return title if self.test_profile == "balanced" else f"{title} · {self.test_profile} test set"
 
     @property
     def slug(self) -> str:
-        return group_slug(self.dataset, self.arch, self.ur)
+        slug = group_slug(self.dataset, self.arch, self.ur)
+        return slug if self.test_profile == "balanced" else f"{slug}_{self.test_profile}-test"
 
     def best(self, metric: str) -> set[str]:
         """Methods with the highest mean (as displayed, 2 decimals); none when fewer than two have one."""
@@ -42,19 +45,26 @@ class Table:
 
 
 def metric_name(metric: str) -> str:
-    """``pgd20_tail`` -> ``PGD-20 tail``."""
-    attack, _, tail = metric.partition("_")
-    return attack_name(attack) + (" tail" if tail else "")
+    """``pgd20_tail`` -> ``PGD-20 tail``, ``pgd20_balanced`` -> ``PGD-20 balanced``."""
+    attack, _, part = metric.partition("_")
+    return attack_name(attack) + (f" {part}" if part else "")
 
 
 def build_tables(df: pd.DataFrame) -> list[Table]:
-    """Summarise the ``collect`` frame into one table per (dataset, arch, UR)."""
+    """Summarise the ``collect`` frame into one table per (dataset, arch, UR, test profile).
+
+    On a long-tailed test set overall accuracy and ``balanced`` (mean per-class accuracy) differ, so
+    those tables show ``balanced`` next to each overall accuracy.
+    """
     tables = []
-    for (dataset, arch, ur), g in df.groupby(GROUP, sort=True):
+    for (dataset, arch, ur, profile), g in df.groupby(GROUP, sort=True):
         attacks = sorted(g["attack"].unique(), key=attack_sort_key)
-        metrics = [f"{a}{suffix}" for a in attacks for suffix in ("", "_tail")]
-        long = pd.concat([g.assign(metric=g["attack"], value=g["acc"] * 100),
-                          g.assign(metric=g["attack"] + "_tail", value=g["tail"] * 100)])
+        columns = {"": "acc", "_balanced": "balanced", "_tail": "tail"}
+        if profile == "balanced":
+            del columns["_balanced"]
+        metrics = [f"{a}{suffix}" for a in attacks for suffix in columns]
+        long = pd.concat([g.assign(metric=g["attack"] + suffix, value=g[field] * 100)
+                          for suffix, field in columns.items()])
         agg = long.groupby(["method_label", "metric"])["value"].agg(["mean", "std", "count"])
         labels = sorted(g["method_label"].unique(), key=method_sort_key)
         stats = pd.DataFrame(index=pd.Index(labels, name="method"))
@@ -63,7 +73,7 @@ def build_tables(df: pd.DataFrame) -> list[Table]:
             part = agg.xs(metric, level="metric").reindex(labels)
             stats[f"{metric}_mean"], stats[f"{metric}_std"] = part["mean"], part["std"]
             stats[f"{metric}_n"] = part["count"].fillna(0).astype(int)
-        tables.append(Table(dataset, arch, float(ur), metrics, stats))
+        tables.append(Table(dataset, arch, float(ur), metrics, stats, profile))
     return tables
 
 
