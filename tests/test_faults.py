@@ -54,6 +54,18 @@ from bench.cli import main
 sys.exit(main())
 """
 
+#: the same, with every ``torch.save`` a second slower, so the run surely outlasts other processes' start-up
+SLOW_SAVE = SIGINT_AS_IN_A_TERMINAL + """
+import sys, time, torch
+real_save = torch.save
+def save(*args, **kwargs):
+    time.sleep(1.0)
+    return real_save(*args, **kwargs)
+torch.save = save
+from bench.cli import main
+sys.exit(main())
+"""
+
 
 def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -216,7 +228,7 @@ def test_sigint_during_autoattack_keeps_finished_attacks(tmp_path, cifar_root, r
 def test_two_runs_of_one_config_train_it_once(tmp_path, cifar_root):
     out = tmp_path / "r"
     args = run_args(out, cifar_root, ("--epochs", "15"))
-    first = start(args)
+    first = start(args, prefix=[sys.executable, "-c", SLOW_SAVE])  # holds the run for 30 s or more
     wait_for(lambda: any(out.glob("*/lock")), first, "the first process took the lock")
     second, waiting = start(args), start([*args, "--wait"])
     code, stdout, stderr = finish(second)
