@@ -10,6 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from bench.config import RunConfig
+from bench.data import LongTailData, load_dataset, long_tail_data
+from bench.evaluate import epoch_validation
+from bench.progress import Progress
+from bench.train import Trainee, train
+
 
 def write_cifar10(root: Path, train_per_class: int = 20, test_per_class: int = 10, seed: int = 0) -> Path:
     """A CIFAR-10 folder in torchvision's python-pickle layout with random images."""
@@ -62,6 +68,20 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_cifar10(root)
     write_cifar100(root)
     return root
+
+
+@pytest.fixture
+def tiny_data(cifar_root: Path) -> LongTailData:
+    """The tiny CIFAR-10 at UR 10, loaded on the CPU."""
+    return long_tail_data(load_dataset("cifar10", cifar_root, download=False), 10)
+
+
+def train_with_validation(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.device,
+                          progress: Progress) -> Trainee:
+    """The training core with the per-epoch check that `bench run` gives it."""
+    validate = epoch_validation(data, n=cfg.epoch_eval_n, eps=cfg.eps, step_size=cfg.step_size, seed=cfg.seed,
+                                progress=progress)
+    return train(cfg, data, run_dir, device, progress, validate)
 
 
 @pytest.fixture

@@ -8,16 +8,11 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.config import build_config
-from bench.data import load_dataset, long_tail_data, to_float
+from bench.data import to_float
 from bench.perf import reference_loop
 from bench.perf_reference import PerImageDataset, tail_per_anchor_loop
 from bench.train import EpochStats, build_trainee, train_step
 from methods.tail_loss import tail_official
-
-
-@pytest.fixture
-def tiny_data(cifar_root):
-    return long_tail_data(load_dataset("cifar10", cifar_root, download=False), 10)
 
 
 def test_tail_loop_baseline_equals_vectorised_tail():

@@ -3,40 +3,28 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import train_with_validation as train
 
 import bench.precision as precision
 from bench import store
 from bench.cli import main
 from bench.config import build_config
-from bench.data import load_dataset, long_tail_data, to_float
+from bench.data import to_float
 from bench.errors import BenchError, InputError
-from bench.evaluate import epoch_validation
 from bench.fold import fold_batchnorm
 from bench.grid.spec import expand, parse_grid
 from bench.layout import memory_format, sgd_kernel
 from bench.models import ARCHS, build_model
 from bench.progress import Progress
 from bench.train import EpochStats, build_trainee, train_step
-from bench.train import train as train_core
 
 TINY_FIELDS = {"epochs": 1, "steps": 1, "batch_size": 32, "epoch_eval_n": 20}
 
 
-def train(cfg, data, run_dir, device, progress):
-    """The training core with the per-epoch check that `bench run` gives it."""
-    validate = epoch_validation(data, n=cfg.epoch_eval_n, eps=cfg.eps, step_size=cfg.step_size, seed=cfg.seed,
-                                progress=progress)
-    return train_core(cfg, data, run_dir, device, progress, validate)
-
-
-@pytest.fixture
-def tiny_data(cifar_root: Path):
-    return long_tail_data(load_dataset("cifar10", cifar_root, download=False), 10)
 
 
 @pytest.mark.parametrize(("device", "cpu_bf16", "cuda_bf16", "expected"), [

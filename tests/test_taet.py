@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_with_validation as train
 
 from bench import store
 from bench.config import build_config
-from bench.data import load_dataset, long_tail_data
 from bench.errors import InputError
-from bench.evaluate import epoch_validation
 from bench.progress import Progress
-from bench.train import train as train_core
 from methods import get_method
 from methods.taet import harl_loss, harl_terms, stage_switch_epoch
 
@@ -105,16 +103,6 @@ def test_stage_one_is_clean_cross_entropy():
 FIELDS = {"epochs": 3, "steps": 1, "batch_size": 32, "epoch_eval_n": 20}
 
 
-def train(cfg, data, run_dir, device, progress):
-    """The training core with the per-epoch check that `bench run` gives it."""
-    validate = epoch_validation(data, n=cfg.epoch_eval_n, eps=cfg.eps, step_size=cfg.step_size, seed=cfg.seed,
-                                progress=progress)
-    return train_core(cfg, data, run_dir, device, progress, validate)
-
-
-@pytest.fixture
-def tiny_data(cifar_root: Path):
-    return long_tail_data(load_dataset("cifar10", cifar_root, download=False), 10)
 
 
 class KillAfterFirstEpoch(Progress):

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_with_validation as train
 
 from bench import store
 from bench.config import build_config
-from bench.data import load_dataset, long_tail_data
 from bench.errors import BenchError
-from bench.evaluate import epoch_validation
 from bench.progress import Progress
 from bench.train import lr_at
-from bench.train import train as train_core
 
 TINY_FIELDS = {"epochs": 2, "steps": 1, "batch_size": 32, "epoch_eval_n": 20}
 
@@ -24,15 +22,6 @@ def tiny_config(**fields):
     return build_config(method="pgd-at", dataset="cifar10", ur=10, preset="smoke", overrides=TINY_FIELDS | fields)
 
 
-@pytest.fixture
-def tiny_data(cifar_root: Path):
-    return long_tail_data(load_dataset("cifar10", cifar_root, download=False), 10)
-
-
-def train(cfg, data, run_dir, device, progress):
-    validate = epoch_validation(data, n=cfg.epoch_eval_n, eps=cfg.eps, step_size=cfg.step_size, seed=cfg.seed,
-                                progress=progress)
-    return train_core(cfg, data, run_dir, device, progress, validate)
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
