@@ -15,6 +15,7 @@ from bench.errors import BenchError, InputError
 from bench.evalsettings import EvalSettings
 from bench.evaluate import epoch_validation, eval_record, evaluate
 from bench.inference import InferenceModel
+from bench.precision import default_device_type
 from bench.progress import Progress
 from bench.train import build_trainee, train
 
@@ -22,7 +23,7 @@ from bench.train import build_trainee, train
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(default_device_type())
     try:
         device = torch.device(name)
     except RuntimeError:

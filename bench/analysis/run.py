@@ -23,6 +23,7 @@ from bench.analysis.metrics import class_geometry, reat_tail_classes
 from bench.config import RunConfig
 from bench.data import stratified_first_n
 from bench.errors import BenchError, InputError
+from bench.evalsettings import EVAL_BATCH_SIZE
 from bench.evaluate import SUBSET_RULE, attack_params, device_name, package_versions
 from bench.inference import InferenceModel
 from bench.metrics import class_groups
@@ -84,7 +85,7 @@ class _Clock:
 
 def analyze_run(
     run_dir: Path, *, n: int | None = DEFAULT_N, attack: str = "pgd20", checkpoint: str = "last",
-    batch_size: int = 500, save_features: bool = False, data_root: str | None, device: torch.device,
+    batch_size: int = EVAL_BATCH_SIZE, save_features: bool = False, data_root: str | None, device: torch.device,
     progress: Progress,
 ) -> dict[str, Any]:
     """Analyse one finished run's checkpoint (``n`` None: every test image); returns the analysis record."""
