@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install fashion-mnist demo test test-fast lint perf clean
+.PHONY: install fashion-mnist demo test test-fast lint perf reference reference-report clean
 
 install: $(VENV)/.installed fashion-mnist
 
@@ -26,6 +26,17 @@ fashion-mnist:
 
 demo: install
 	$(BIN)/bench run --methods reat,robal --dataset fashion-mnist --ur 100 --preset quick --report-dir reports/demo
+
+# the committed Fashion-MNIST-LT reference results (hours on 2 CPU cores; resumable) and their report
+reference: install
+	$(BIN)/bench grid fmnist-reference --workers 2 --out results/reference
+	$(BIN)/bench grid fmnist-ur-sweep --workers 2 --out results/reference
+	$(BIN)/bench grid rbl-logit --workers 2 --out results/reference
+	$(BIN)/bench analyze results/reference --n 1000 --attack pgd20
+	$(MAKE) reference-report
+
+reference-report: install
+	$(BIN)/bench report results/reference -o reports/fmnist-lt
 
 test: install
 	$(BIN)/ruff check bench methods tests

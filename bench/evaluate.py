@@ -26,7 +26,7 @@ from bench.data import LongTailData, stratified_first_n, to_float
 from bench.errors import InputError, unknown_name
 from bench.evalsettings import ATTACK_KEYS, EVAL_BATCH_SIZE, SUITES, EvalSettings, check_suite  # noqa: F401
 from bench.inference import InferenceModel
-from bench.metrics import accuracy_summary
+from bench.metrics import accuracy_summary, pack_correct
 from bench.precision import with_precision
 from bench.progress import Progress
 
@@ -135,17 +135,21 @@ def device_name(device: torch.device) -> str:
 
 
 def _drop_stale(record: dict[str, Any], wanted: dict[str, dict[str, Any]], totals: list[int],
-                progress: Progress) -> None:
+                requested: Sequence[str], progress: Progress) -> None:
     """Remove results on other test images, or with other parameters than requested now.
 
     Attacks outside the requested suite stay when they used the same images (a `fast` rerun keeps AA).
+    A requested attack whose record lacks per-image results (``correct_bits``, older records) runs again.
     """
     stale = [key for key, res in record["attacks"].items()
-             if res.get("per_class_total") != totals or (key in wanted and res.get("params") != wanted[key])]
+             if res.get("per_class_total") != totals
+             or (key in wanted and res.get("params") != wanted[key])
+             or (key in requested and "correct_bits" not in res)]
     for key in stale:
         del record["attacks"][key]
     if stale:
-        progress.log(f"  dropped earlier results of {', '.join(stale)} (other parameters or test images)")
+        progress.log(f"  dropped earlier results of {', '.join(stale)} (other parameters or test images, or no "
+                     "per-image results)")
 
 
 def run_attack(
@@ -203,7 +207,7 @@ def evaluate(
     record["subset"] = "all" if idx.numel() == data.y_test.numel() else "stratified-first-n"
     record["subset_rule"] = SUBSET_RULE
     record.setdefault("attacks", {})
-    _drop_stale(record, wanted, totals, progress)
+    _drop_stale(record, wanted, totals, attacks, progress)
     with eval_mode(model):
         for key in attacks:
             if key in record["attacks"]:
@@ -214,7 +218,8 @@ def evaluate(
                               progress=progress)
             summary = accuracy_summary(pred, y_all, data.class_counts)
             seconds = time.perf_counter() - began
-            record["attacks"][key] = {**summary, "seconds": seconds, "params": wanted[key],
+            record["attacks"][key] = {**summary, "correct_bits": pack_correct(pred == y_all, y_all),
+                                      "seconds": seconds, "params": wanted[key],
                                       "batch_size": batch_size, "device": device_name(y_all.device)}
             record["attacks"] = {k: record["attacks"][k] for k in ATTACK_KEYS if k in record["attacks"]}
             if out_path is not None:

@@ -19,7 +19,7 @@ from bench.cli import main
 from bench.data import LongTailData, to_float
 from bench.errors import InputError
 from bench.inference import InferenceModel
-from bench.metrics import accuracy_summary, class_groups
+from bench.metrics import accuracy_summary, class_groups, unpack_correct
 from bench.progress import Progress
 from methods.base import Method
 
@@ -252,6 +252,24 @@ def test_resume_skips_attacks_done_with_the_same_settings(
     assert list(fewer["attacks"]) == ["clean"]
     assert fewer["n_test"] == 8 and fewer["subset"] == "stratified-first-n"
     assert fewer["attacks"]["clean"]["per_class_total"] == [2] * C
+
+
+def test_per_image_results_match_the_summary_and_old_records_get_them(
+    net: nn.Module, data: LongTailData, calls: list[str], paper: Paper
+) -> None:
+    record, preds = paper
+    y = data.y_test
+    for key, res in record["attacks"].items():
+        bits = unpack_correct(res["correct_bits"], y.numel())
+        by_class = (preds[key] == y)[torch.argsort(y, stable=True)]
+        assert bits.tolist() == by_class.tolist(), key
+        assert bits.sum() == sum(res["per_class_correct"]), key
+    old = json.loads(json.dumps(record))
+    for key in ("clean", "pgd20"):
+        del old["attacks"][key]["correct_bits"]
+    rerun = run_eval(plain(net), data, ("clean",), record=old)
+    assert calls == ["clean"], "only the requested attack without per-image results runs again"
+    assert "correct_bits" in rerun["attacks"]["clean"] and "correct_bits" not in rerun["attacks"]["pgd20"]
 
 
 def test_each_attack_is_saved_when_it_finishes(

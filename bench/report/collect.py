@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench import store
 from bench.errors import InputError
+from bench.metrics import unpack_correct
 from bench.report.labels import attack_sort_key, method_labels, method_sort_key
 
 #: eval record read for each checkpoint
@@ -20,7 +22,7 @@ _ATTACK_FIELDS = ("acc", "head", "mid", "tail", "worst", "balanced")
 _CONFIG_FIELDS = ("dataset", "arch", "ur", "method", "seed")
 #: columns of ``collect``'s frame
 COLUMNS = ["run_id", "dataset", "arch", "ur", "method", "method_label", "seed", "test_profile", "attack",
-           *_ATTACK_FIELDS, "per_class_acc", "classes", "class_counts"]
+           *_ATTACK_FIELDS, "per_class_acc", "per_class_total", "correct", "classes", "class_counts"]
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,21 @@ def runs_frame(runs: list[Run], results_dir: str | Path) -> pd.DataFrame:
                 "method": c["method"], "method_label": labels[run.run_id], "seed": int(c["seed"]),
                 "test_profile": run.test_profile, "attack": attack, **{k: float(res[k]) for k in _ATTACK_FIELDS},
                 "per_class_acc": [float(v) for v in res["per_class_acc"]],
+                "per_class_total": res.get("per_class_total"), "correct": _correct(res),
                 "classes": run.classes, "class_counts": run.class_counts,
             })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _correct(res: dict[str, Any]) -> np.ndarray | None:
+    """Per-image correctness (images grouped by class), or None for records without ``correct_bits``."""
+    bits, totals = res.get("correct_bits"), res.get("per_class_total")
+    if not isinstance(bits, str) or not isinstance(totals, list):
+        return None
+    try:
+        return unpack_correct(bits, sum(totals))
+    except (ValueError, TypeError):
+        return None
 
 
 def _run_sort_key(run: Run, label: str) -> tuple:

@@ -21,6 +21,10 @@ AE_METHODS = ("pgd-at", "rbl", "reat")
 #: per-epoch test accuracies of metrics.jsonl drawn as training curves, with their axis labels
 CURVES = {"test_clean_acc": "clean test accuracy (%)", "test_pgd20_acc": "PGD-20 test accuracy (%)"}
 _ROBUST = "pgd20"
+#: a method needs results at this many URs (or at every UR of the group, if fewer) to be drawn against UR
+SWEEP_URS = 3
+#: strongest attacks that also get a per-class figure where a group has their results
+EXTRA_PER_CLASS = ("aa",)
 #: save(figure, file stem, caption)
 Save = Callable[[Figure, str, str], None]
 
@@ -48,7 +52,8 @@ def write_figures(df: pd.DataFrame, runs: list[Run], out_dir: Path, palette: Pal
         for (dataset, arch, ur), g in df.groupby(["dataset", "arch", "ur"], sort=True):
             title, slug = group_title(dataset, arch, ur), group_slug(dataset, arch, ur)
             where = f"{title}, {checkpoint} checkpoint"
-            _per_class_figure(g, per_class_attack, palette, where, title, slug, save, skipped)
+            for attack in dict.fromkeys([per_class_attack, *(a for a in EXTRA_PER_CLASS if a in set(g["attack"]))]):
+                _per_class_figure(g, attack, palette, where, title, slug, save, skipped)
             _bars_figure(g, palette, where, title, slug, save)
             _ae_figure(g, epochs, title, slug, save, skipped)
             _curves_figure(g, epochs, palette, title, slug, save, skipped)
@@ -158,8 +163,13 @@ def _scatter_and_ur(g: pd.DataFrame, palette: Palette, title: str, slug: str, ch
     if len(urs) < 2:
         skipped.append(f"Accuracy vs UR, {title}: only one imbalance ratio (UR {urs[0]:g}).")
         return
+    # a UR sweep over a few methods: draw those, not the methods run at two URs only
+    ur_counts = robust.groupby("Method")["ur"].nunique()
+    swept = ur_counts[ur_counts >= min(SWEEP_URS, ur_counts.max())].index
+    robust = robust[robust["Method"].isin(swept)]
     data = robust.assign(acc=robust["acc"] * 100, tail=robust["tail"] * 100)
     save(plots.accuracy_vs_ur(data, palette, _ROBUST, f"{name} accuracy vs imbalance ratio · {title}"),
          f"acc-vs-ur_{slug}",
-         f"{name} accuracy (%), overall and tail, against UR on a log axis "
-         f"({title}, {checkpoint} checkpoint); band = sd over seeds.")
+         f"{name} accuracy (%), overall and tail, against UR on a log axis ({title}, {checkpoint} checkpoint; "
+         f"methods run at {min(SWEEP_URS, ur_counts.max())} or more URs); band = sd over seeds where a UR has "
+         "several.")

@@ -11,7 +11,18 @@ from bench.report.collect import EVAL_FILES, RunProblem, runs_frame, scan
 from bench.report.feature_space import FeatureSpace, write_feature_space
 from bench.report.figures import FigureFile, write_figures
 from bench.report.labels import method_palette
-from bench.report.tables import Table, build_tables, runs_csv, to_csv, to_latex, to_markdown
+from bench.report.tables import (
+    Table,
+    bold_rule,
+    build_tables,
+    differences_markdown,
+    runs_csv,
+    table_file,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
+from bench.report.training_table import write_training_tables
 from bench.store import write_text
 
 #: what each test profile means, stated above its tables
@@ -36,18 +47,19 @@ def write_report(results_dir: str | Path, out_dir: str | Path, checkpoint: str =
     tables = build_tables(df)
     table_files = [(t, _write_table(t, out / "tables", checkpoint)) for t in tables]
     runs_file = write_text(out / "tables" / "runs.csv", runs_csv(df))
+    labels = dict(zip(df["run_id"], df["method_label"], strict=True))
+    training = write_training_tables(runs, labels, out / "tables")
     palette = method_palette(df["method_label"])
     figures, skipped = write_figures(df, runs, out / "figures", palette, checkpoint, per_class_attack)
-    features = write_feature_space(dict(zip(df["run_id"], df["method_label"], strict=True)), runs, out, palette,
-                                   checkpoint)
-    text = _index(out, Path(results_dir), checkpoint, df, table_files, runs_file, figures + features.figures,
-                  skipped + features.skipped, problems, features)
+    features = write_feature_space(labels, runs, out, palette, checkpoint)
+    text = _index(out, Path(results_dir), checkpoint, df, table_files, runs_file, training,
+                  figures + features.figures, skipped + features.skipped, problems, features)
     return write_text(out / "index.md", text)
 
 
 def _write_table(table: Table, folder: Path, checkpoint: str) -> list[Path]:
     stem = f"accuracy_{table.slug}"
-    return [write_text(folder / f"{stem}.md", to_markdown(table)),
+    return [write_text(folder / f"{stem}.md", table_file(table)),
             write_text(folder / f"{stem}.csv", to_csv(table)),
             write_text(folder / f"{stem}.tex", to_latex(table, checkpoint))]
 
@@ -62,7 +74,8 @@ def _cell(text: object) -> str:
 
 
 def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
-           table_files: list[tuple[Table, list[Path]]], runs_file: Path, figures: list[FigureFile],
+           table_files: list[tuple[Table, list[Path]]], runs_file: Path,
+           training: list[tuple[str, Path, Path, str]], figures: list[FigureFile],
            skipped: list[str], problems: list[RunProblem], features: FeatureSpace) -> str:
     try:
         source = Path(os.path.relpath(results.resolve(), out.resolve())).as_posix()
@@ -75,7 +88,7 @@ def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
         f"(`{EVAL_FILES[checkpoint]}`); "
         f"{len(runs)} finished runs used, {len(problems)} unfinished or failed (listed at the end).", "",
         "Accuracies in %. Tables: mean ± sample std over seeds (std only with more than one seed; "
-        "`(n=k)` when only k seeds have that attack); **bold** = best mean in the column; "
+        "`(n=k)` when only k seeds have that attack); **bold**: see the sentence under each table; "
         "*tail* = mean per-class accuracy of the last third of the classes "
         "(C//3, ordered by training count).",
         "", "## Tables", "",
@@ -83,12 +96,24 @@ def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
     for table, paths in table_files:
         md, csv, tex = paths
         note = TEST_PROFILE_NOTES.get(table.test_profile, f"Test set: {table.test_profile}.")
-        lines += [f"### {table.title}", "", note, "", to_markdown(table),
-                  f"- Accuracy table, {table.title}: {_link(md, out)} · {_link(csv, out, 'CSV')} "
-                  f"(numeric `<metric>_mean`, `<metric>_std`, `n_seeds`, `best`) · "
-                  f"{_link(tex, out, 'LaTeX')} (booktabs)", ""]
+        lines += [f"### {table.title}", "", note, "", to_markdown(table), bold_rule(table), ""]
+        differences = differences_markdown(table)
+        if differences:
+            lines += ["<details><summary>Difference to each column's best row (accuracy points, 95% bootstrap "
+                      "interval)</summary>", "", differences, "</details>", ""]
+        lines += [f"- Accuracy table, {table.title}: {_link(md, out)} · {_link(csv, out, 'CSV')} "
+                  f"(numeric `<metric>_mean`, `<metric>_std`, `n_seeds`, `best`, `bold`, `<metric>_diff`, "
+                  f"`_diff_low`, `_diff_high`) · {_link(tex, out, 'LaTeX')} (booktabs)", ""]
     lines += [f"- {_link(runs_file, out)}: every run and attack (accuracy, head, mid, tail, worst, balanced "
               "and per-class accuracy, in %).", ""]
+    if training:
+        lines += ["## Training adversarial examples", "",
+                  "From each run's metrics.jsonl: the entropy of the training AEs' predicted-label histogram "
+                  "(nats; log C when the AEs spread evenly over the C classes), averaged over the epochs that "
+                  "crafted AEs, and the last epoch's accuracy on the training AEs; mean ± sample std over seeds.",
+                  ""]
+        for title, md, csv, markdown in training:
+            lines += [f"### {title}", "", markdown, f"- {_link(md, out)} · {_link(csv, out, 'CSV')}", ""]
     if features.tables:
         lines += ["## Feature space", "", "From each run's analysis.json (`bench analyze`); metrics defined in "
                   "docs/analysis.md.", ""]
