@@ -172,11 +172,25 @@ def test_bad_grid_files_name_the_valid_choices(text, message):
 
 
 @pytest.mark.parametrize("name, count", [("paper-main", 108), ("ablation", 11), ("fmnist-quick", 18),
-                                         ("taet-protocol", 16)])
+                                         ("taet-protocol", 16), ("fmnist-reference", 48), ("fmnist-ur-sweep", 28),
+                                         ("rbl-logit", 10)])
 def test_shipped_grids_expand(name, count):
     runs = expand(load_grid(name))
     assert len(runs) == count == len({c.run_id for c in runs})
     assert len(expand(load_grid(f"{name}.toml"))) == count
+
+
+def test_reference_grids_share_their_runs():
+    """fmnist-ur-sweep and rbl-logit reuse fmnist-reference's runs where their settings coincide."""
+    reference = {c.run_id for c in expand(load_grid("fmnist-reference"))}
+    sweep = expand(load_grid("fmnist-ur-sweep"))
+    assert {c.run_id for c in sweep if c.ur in (10, 100)} <= reference
+    assert sum(c.run_id in reference for c in sweep) == 8
+    logit = expand(load_grid("rbl-logit"))
+    official = [c for c in logit if c.method_params["rbl_mode"] == "official"]
+    assert {c.run_id for c in official} <= reference and len(official) == 2
+    assert {c.method_params["rbl_tau"] for c in logit if c not in official} == {-1.0, 0.5, 1.0, 2.0}
+    assert {(c.epochs, c.steps, c.step_size) for c in [*sweep, *logit]} == {(8, 3, 0.05)}
 
 
 def test_shipped_grid_contents():
@@ -205,7 +219,7 @@ def test_shipped_grid_contents():
 
 
 def test_unknown_grid_lists_the_shipped_ones():
-    with pytest.raises(InputError, match="ablation, fmnist-quick, paper-main, taet-protocol"):
+    with pytest.raises(InputError, match="ablation, fmnist-quick, fmnist-reference, fmnist-ur-sweep, paper-main, rbl-logit, taet-protocol"):
         load_grid("paper-mian")
     result = bench("grid", "paper-mian", "--dry-run")
     assert result.exit_code == 2 and "shipped grids" in result.output
