@@ -190,7 +190,7 @@ def test_reference_grids_share_their_runs():
     official = [c for c in logit if c.method_params["rbl_mode"] == "official"]
     assert {c.run_id for c in official} <= reference and len(official) == 2
     assert {c.method_params["rbl_tau"] for c in logit if c not in official} == {-1.0, 0.5, 1.0, 2.0}
-    assert {(c.epochs, c.steps, c.step_size) for c in [*sweep, *logit]} == {(8, 3, 0.05)}
+    assert {(c.preset, c.epochs, c.steps) for c in [*sweep, *logit]} == {("quick", 10, 5)}
 
 
 def test_shipped_grid_contents():
