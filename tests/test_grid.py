@@ -219,7 +219,8 @@ def test_shipped_grid_contents():
 
 
 def test_unknown_grid_lists_the_shipped_ones():
-    with pytest.raises(InputError, match="ablation, fmnist-quick, fmnist-reference, fmnist-ur-sweep, paper-main, rbl-logit, taet-protocol"):
+    shipped = "ablation, fmnist-quick, fmnist-reference, fmnist-ur-sweep, paper-main, rbl-logit, taet-protocol"
+    with pytest.raises(InputError, match=shipped):
         load_grid("paper-mian")
     result = bench("grid", "paper-mian", "--dry-run")
     assert result.exit_code == 2 and "shipped grids" in result.output
