@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,12 @@ def test_bench_analyze_writes_resumes_and_checks_against_eval(
     assert saved.exit_code == 0 and "done earlier" not in saved.output
     with np.load(run_dir / "analysis-features.npz") as npz:
         assert npz["clean_features"].shape == (20, 128) and np.bincount(npz["labels"]).tolist() == [2] * 10
+
+    shutil.rmtree(run_dir / "ckpt")  # committed results keep no checkpoints: their analysis is reused
+    kept = runner.invoke(main, ["analyze", str(tmp_path), "--n", "20", *common])
+    assert kept.exit_code == 0 and "done earlier" in kept.output
+    other = runner.invoke(main, ["analyze", str(run_dir), "--n", "30", *common])
+    assert other.exit_code == 1 and "has no last checkpoint to analyse" in other.output
 
     (run_dir / "done").unlink()
     unfinished = runner.invoke(main, ["analyze", str(run_dir), *common])

@@ -97,28 +97,31 @@ def analyze_run(
     if not store.is_done(run_dir):
         raise BenchError(f"{run_dir.name} is not finished (no `done` marker); finish it with `bench run` first")
     ckpt_path = run_dir / store.CKPT_DIR / f"{checkpoint}.pt"
-    if not ckpt_path.exists():
-        raise BenchError(f"{run_dir.name} has no {checkpoint} checkpoint; use --checkpoint last")
     meta = store.read_json(run_dir / store.CONFIG_FILE)
     cfg = RunConfig.from_dict(meta["config"])
-    state = store.load_checkpoint(ckpt_path, device)
+    # committed results keep no checkpoints: their analysis (done when they trained) is reused
+    state = store.load_checkpoint(ckpt_path, device) if ckpt_path.exists() else None
     out_path = run_dir / analysis_file(checkpoint)
     maps_path = run_dir / analysis_file(checkpoint, "tsne")
     features_path = run_dir / analysis_file(checkpoint, "features")
+    earlier = store.read_json(out_path) if out_path.exists() else {}
 
     data = run_data(cfg, data_root, device)
     idx = stratified_first_n(data.y_test, n, data.num_classes)
+    epoch = state["epoch"] if state is not None else earlier.get("params", {}).get("epoch")
     params = {
-        "analysis_version": ANALYSIS_VERSION, "checkpoint": checkpoint, "epoch": state["epoch"],
+        "analysis_version": ANALYSIS_VERSION, "checkpoint": checkpoint, "epoch": epoch,
         "n": "all" if n is None else n, "n_test": idx.numel(), "subset_rule": SUBSET_RULE,
         "attack": attack, "attack_params": attack_params(attack, cfg.eps, cfg.step_size, data.num_classes, cfg.seed),
         "batch_size": batch_size, "embedding": tsne_params(idx.numel()),
     }
-    earlier = store.read_json(out_path) if out_path.exists() else {}
     if (earlier.get("params") == params and maps_path.exists()
             and (not save_features or features_path.exists())):
         progress.log(f"{run_dir.name}: analysis done earlier with the same settings")
         return earlier
+    if state is None:
+        hint = "use --checkpoint last" if checkpoint != "last" else "retrain it with `bench run --force`"
+        raise BenchError(f"{run_dir.name} has no {checkpoint} checkpoint to analyse; {hint}")
 
     trainee = build_trainee(cfg, data, device)
     trainee.net.load_state_dict(state["model"])
