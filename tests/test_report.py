@@ -198,6 +198,14 @@ def test_index_links_every_output_file(report: Path) -> None:
     assert not list(report.parent.rglob("*.tmp"))
 
 
+def test_training_ae_table_averages_the_attacked_epochs_over_seeds(report: Path) -> None:
+    """UR 100 runs log ae_pred_entropy 1.2 in every epoch and train AE accuracy 0.3 in the last one."""
+    rows = markdown_rows(report.parent / "tables" / f"training-aes_{GROUP100}.md")
+    assert rows["pgd-at"]["Seeds"] == "2" and rows["pgd-at"]["AE label entropy (nats)"] == "1.200 ± 0.000"
+    assert rows["pgd-at"]["Train AE acc., last epoch (%)"] == "30.00 ± 0.00"
+    assert "## Training adversarial examples" in report.read_text()
+
+
 def test_index_lists_runs_used_and_problems(report: Path) -> None:
     text = report.read_text()
     used, problems = text.split("## Runs used")[1].split("## Unfinished or failed runs")

@@ -53,7 +53,6 @@ class Bootstrap:
 
     def __init__(self, labels: np.ndarray, num_classes: int, samples: int = SAMPLES, seed: int = SEED) -> None:
         self.labels = np.asarray(labels)
-        self.num_classes = num_classes
         self.samples = samples
         self._rng = np.random.default_rng(seed)
         self.class_images = [np.flatnonzero(self.labels == c) for c in range(num_classes)]

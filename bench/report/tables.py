@@ -13,6 +13,9 @@ from bench.report import significance
 from bench.report.labels import attack_name, attack_sort_key, group_slug, group_title, method_sort_key
 
 GROUP = ["dataset", "arch", "ur", "test_profile"]
+#: why a column can lack the bootstrap
+UNTESTED_REASON = ("a run lacks per-image results in its eval record, or the runs were evaluated on different test "
+                   "images; `bench eval` adds them")
 _MISSING = "–"
 
 
@@ -32,8 +35,8 @@ class Table:
     test_profile: str = "balanced"
     #: per metric, every method's difference to the column's best (paired bootstrap); absent metrics untested
     differences: dict[str, dict[str, significance.Difference]] = field(default_factory=dict)
-    #: why some metrics have no bootstrap (empty when every metric has one)
-    untested: str = ""
+    #: attacks (display names) whose columns have no bootstrap (see ``UNTESTED_REASON``)
+    untested: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -47,8 +50,8 @@ class Table:
 
     def best(self, metric: str) -> set[str]:
         """Methods with the highest mean (as displayed, 2 decimals); none when fewer than two have one."""
-        means = self.stats[f"{metric}_mean"].dropna().round(2)
-        return set(means.index[means == means.max()]) if len(means) > 1 else set()
+        top = _top_rows(self.stats, metric)
+        return set(top) if self.stats[f"{metric}_mean"].notna().sum() > 1 else set()
 
     def bold(self, metric: str) -> set[str]:
         """Rows marked in ``metric``'s column: those not significantly worse than the best row when the
@@ -94,17 +97,22 @@ def build_tables(df: pd.DataFrame) -> list[Table]:
     return tables
 
 
+def _top_rows(stats: pd.DataFrame, metric: str) -> list[str]:
+    """The rows with the highest mean as displayed (2 decimals), in table order."""
+    means = stats[f"{metric}_mean"].dropna().round(2)
+    return [str(label) for label in means.index[means == means.max()]]
+
+
 def _best_label(stats: pd.DataFrame, metric: str) -> str | None:
     """The row with the highest mean (as displayed); the first in table order on a tie."""
-    means = stats[f"{metric}_mean"].dropna().round(2)
-    return None if means.empty else str(means.index[means == means.max()][0])
+    return next(iter(_top_rows(stats, metric)), None)
 
 
 def _bootstrap(g: pd.DataFrame, stats: pd.DataFrame, attacks: list[str],
-               columns: dict[str, str]) -> tuple[dict[str, dict[str, significance.Difference]], str]:
+               columns: dict[str, str]) -> tuple[dict[str, dict[str, significance.Difference]], tuple[str, ...]]:
     """Each metric's differences to its best row, for the attacks whose runs all share per-image results.
 
-    Returns the differences and the reason some attacks have none ("" when all have them).
+    Returns the differences and the attacks (display names) that have none.
     """
     first = g.iloc[0]
     groups = class_groups(first["class_counts"])
@@ -129,11 +137,7 @@ def _bootstrap(g: pd.DataFrame, stats: pd.DataFrame, attacks: list[str],
             best = _best_label(stats, metric)
             if best is not None:
                 differences[metric] = significance.compare_to_best(draws[total], methods, subsets[suffix], best)
-    untested = ""
-    if reasons:
-        untested = (f"{', '.join(reasons)}: no paired bootstrap (a run lacks per-image results in its eval record, "
-                    "or the runs were evaluated on different test images; `bench eval` adds them)")
-    return differences, untested
+    return differences, tuple(reasons)
 
 
 def _cell(table: Table, label: str, metric: str, pm: str) -> str:
@@ -145,7 +149,8 @@ def _cell(table: Table, label: str, metric: str, pm: str) -> str:
     return text + (f" (n={n})" if n < row["n_seeds"] else "")
 
 
-def _pipe_table(header: list[str], rows: list[list[str]]) -> str:
+def pipe_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown pipe table with padded columns: the first left-aligned, the others right-aligned."""
     widths = [max(3, *(len(r[i]) for r in [header, *rows])) for i in range(len(header))]
     rule = [":" + "-" * (widths[0] - 1)] + ["-" * (w - 1) + ":" for w in widths[1:]]
 
@@ -166,7 +171,7 @@ def to_markdown(table: Table) -> str:
             text = _cell(table, label, metric, "±")
             cells.append(f"**{text}**" if label in table.bold(metric) else text)
         rows.append([label.replace("|", "\\|"), str(table.stats.at[label, "n_seeds"]), *cells])
-    return _pipe_table(header, rows)
+    return pipe_table(header, rows)
 
 
 def bold_rule(table: Table) -> str:
@@ -174,12 +179,12 @@ def bold_rule(table: Table) -> str:
     level = round(significance.CONFIDENCE * 100)
     if not table.differences:
         return ("**Bold**: the best mean per column (no column could be tested for significance: "
-                f"{table.untested.split(': ', 1)[-1]}).") if table.untested else "**Bold**: the best mean per column."
+                f"{UNTESTED_REASON}).") if table.untested else "**Bold**: the best mean per column."
     text = (f"**Bold**: not significantly worse than the column's best mean: the {level}% interval of the "
             f"difference (paired bootstrap over seeds and test images, {significance.SAMPLES} replicates, same "
             "images for every method) does not lie below zero.")
     if table.untested:
-        text += f" Bold = best mean for {table.untested}."
+        text += (f" Bold = best mean for {', '.join(table.untested)}: no paired bootstrap ({UNTESTED_REASON}).")
     return text
 
 
@@ -200,7 +205,7 @@ def differences_markdown(table: Table) -> str:
     rows = [[label.replace("|", "\\|"),
              *(_difference_cell(table.differences[m].get(label), label == bests[m]) for m in metrics)]
             for label in table.stats.index]
-    return _pipe_table(["Method", *map(metric_name, metrics)], rows)
+    return pipe_table(["Method", *map(metric_name, metrics)], rows)
 
 
 def table_file(table: Table) -> str:

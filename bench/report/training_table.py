@@ -13,6 +13,7 @@ import pandas as pd
 
 from bench.report.collect import Run, load_metrics
 from bench.report.labels import group_slug, group_title, method_sort_key
+from bench.report.tables import pipe_table
 from bench.store import write_text
 
 #: table columns: per-run value -> header
@@ -63,8 +64,7 @@ def write_training_tables(runs: list[Run], labels: dict[str, str], folder: Path)
                  *(_cell(stats.at[label, f"{m}_mean"], stats.at[label, f"{m}_std"],
                          int(stats.at[label, f"{m}_count"]), 3 if m == "ae_entropy" else 2) for m in COLUMNS)]
                 for label in order]
-        markdown = "\n".join("| " + " | ".join(r) + " |" for r in [header, [":--", *["--:"] * (len(header) - 1)],
-                                                                   *rows]) + "\n"
+        markdown = pipe_table(header, rows)
         title = group_title(dataset, arch, ur)
         slug = group_slug(dataset, arch, ur)
         csv = stats.drop(columns=[f"{m}_count" for m in COLUMNS if m != "ae_entropy"])
