@@ -27,7 +27,7 @@ from bench.errors import InputError, unknown_name
 from bench.evalsettings import ATTACK_KEYS, EVAL_BATCH_SIZE, SUITES, EvalSettings, check_suite  # noqa: F401
 from bench.inference import InferenceModel
 from bench.metrics import accuracy_summary, pack_correct
-from bench.precision import with_precision
+from bench.precision import device_name, with_precision
 from bench.progress import Progress
 
 CW_KAPPA = 50.0
@@ -126,12 +126,6 @@ def attack_predictions(
 def package_versions() -> dict[str, str]:
     return {"ltbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "pyautoattack": package_version("pyautoattack"), "torchvision": package_version("torchvision")}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def _drop_stale(record: dict[str, Any], wanted: dict[str, dict[str, Any]], totals: list[int],

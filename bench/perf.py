@@ -32,15 +32,17 @@ from bench.train import EpochStats, build_trainee, train_step
 SYNTHETIC_N_MAX = 5000
 
 
-def synthetic_data(dataset: str, ur: float, device: torch.device, seed: int = 0) -> LongTailData:
-    """Random uint8 images at ``dataset``'s shape with its long-tailed class counts (n_max 5000)."""
+def synthetic_data(dataset: str, ur: float, device: torch.device, seed: int = 0,
+                   n_test: int = EVAL_BATCH_SIZE) -> LongTailData:
+    """Random uint8 images at ``dataset``'s shape with its long-tailed class counts (n_max 5000), and at least
+    ``n_test`` balanced test images."""
     info = dataset_info(dataset)
     gen = torch.Generator().manual_seed(seed)
     shape = (info.channels, info.image_size, info.image_size)
     counts = long_tail_counts(SYNTHETIC_N_MAX, info.num_classes, ur)
     labels = torch.repeat_interleave(torch.arange(info.num_classes), torch.tensor(counts))
     images = torch.randint(0, 256, (labels.numel(), *shape), dtype=torch.uint8, generator=gen)
-    test_y = torch.arange(info.num_classes).repeat(-(-EVAL_BATCH_SIZE // info.num_classes))
+    test_y = torch.arange(info.num_classes).repeat(-(-n_test // info.num_classes))
     test_x = torch.randint(0, 256, (test_y.numel(), *shape), dtype=torch.uint8, generator=gen)
     classes = tuple(str(c) for c in range(info.num_classes))
     return LongTailData(f"synthetic-{dataset}", classes, ur, images.to(device), labels.to(device),

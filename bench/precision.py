@@ -35,6 +35,13 @@ def device_type_of(name: str) -> str:
         return "cpu"
 
 
+def device_name(device: torch.device) -> str:
+    """The device in words, as run records store it: the GPU's name, or the CPU and its torch threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def resolve_precision(name: str, device_type: str | None = None) -> str:
     """``fp32`` or ``bf16``; ``auto`` becomes bf16 where ``device_type`` (default: the default device) has it."""
     if name not in PRECISIONS:

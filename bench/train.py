@@ -24,7 +24,7 @@ from bench.inference import InferenceModel
 from bench.layout import memory_format, sgd_kernel
 from bench.metrics import entropy
 from bench.models import Net, build_model
-from bench.precision import autocast, with_precision
+from bench.precision import autocast, device_name, with_precision
 from bench.progress import Progress
 from methods import Method, Output, get_method
 
@@ -226,7 +226,7 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
         # the BN-folded twin computes the same function as the net, in the run's precision
         test_clean, test_pgd20 = validate(with_precision(InferenceModel(t.attack_model(), t.method), cfg.precision))
         history.append({"epoch": epoch, **stats, "test_clean_acc": test_clean, "test_pgd20_acc": test_pgd20,
-                        "lr": lr, "seconds": time.perf_counter() - began})
+                        "lr": lr, "seconds": time.perf_counter() - began, "device": device_name(device)})
         state = checkpoint_state(t, epoch, history, max(best, test_pgd20))
         if test_pgd20 >= best:  # ties: the later epoch wins, as in the official code
             best = test_pgd20

@@ -173,7 +173,7 @@ def test_bad_grid_files_name_the_valid_choices(text, message):
 
 @pytest.mark.parametrize("name, count", [("paper-main", 108), ("ablation", 11), ("fmnist-quick", 18),
                                          ("taet-protocol", 16), ("fmnist-reference", 48), ("fmnist-ur-sweep", 28),
-                                         ("rbl-logit", 10)])
+                                         ("rbl-logit", 10), ("bf16-numerics", 12)])
 def test_shipped_grids_expand(name, count):
     runs = expand(load_grid(name))
     assert len(runs) == count == len({c.run_id for c in runs})
@@ -219,7 +219,8 @@ def test_shipped_grid_contents():
 
 
 def test_unknown_grid_lists_the_shipped_ones():
-    shipped = "ablation, fmnist-quick, fmnist-reference, fmnist-ur-sweep, paper-main, rbl-logit, taet-protocol"
+    shipped = ("ablation, bf16-numerics, fmnist-quick, fmnist-reference, fmnist-ur-sweep, paper-main, rbl-logit, "
+               "taet-protocol")
     with pytest.raises(InputError, match=shipped):
         load_grid("paper-mian")
     result = bench("grid", "paper-mian", "--dry-run")
@@ -392,3 +393,11 @@ def test_a_method_can_sweep_a_config_field_and_rules_can_match_it():
     with pytest.raises(InputError, match="no parameter 'augmnt' or a config field"):
         parse_grid('datasets = ["cifar10"]\narchs = ["cnn-small"]\nurs = [10]\nmethods = ["at-bsl"]\n'
                    '[sweep.at-bsl]\naugmnt = ["none"]\n', "test")
+
+
+def test_bf16_numerics_trains_each_run_in_both_precisions():
+    runs = expand(load_grid("bf16-numerics"))
+    pairs = {(c.method, c.seed): set() for c in runs}
+    for c in runs:
+        pairs[(c.method, c.seed)].add(c.precision)
+    assert pairs == {(m, s): {"fp32", "bf16"} for m in ("pgd-at", "reat") for s in (0, 1, 2)}

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from bench.cli import main
 from bench.config import build_config
 from bench.data import to_float
-from bench.perf import reference_loop
+from bench.perf import reference_loop, synthetic_data
 from bench.perf_reference import PerImageDataset, tail_per_anchor_loop
 from bench.train import EpochStats, build_trainee, train_step
 from methods.tail_loss import tail_official
@@ -68,3 +68,10 @@ def test_perf_command_prints_the_ratio_and_json():
 def test_perf_rejects_a_method_without_reference():
     result = CliRunner().invoke(main, ["perf", "--synthetic", "--method", "robal", "--batches", "1"])
     assert result.exit_code != 0 and "reference loop covers" in result.output
+
+
+def test_synthetic_test_set_has_the_asked_images() -> None:
+    data = synthetic_data("cifar10", 100, torch.device("cpu"), n_test=1203)
+    counts = torch.bincount(data.y_test, minlength=10)
+    assert data.y_test.numel() >= 1203 and bool((counts == counts[0]).all())
+    assert data.x_test.shape[0] == data.y_test.numel()

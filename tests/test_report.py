@@ -261,3 +261,29 @@ def test_palette_is_fixed_in_registry_order() -> None:
     assert list(palette) == ["pgd-at", "rbl", "reat (variant=paper)", "zeta"]
     assert len(set(palette.values())) == 4
     assert method_palette(["zeta", "pgd-at", "rbl", "reat (variant=paper)"]) == palette
+
+
+def test_training_and_evaluation_devices_are_reported(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    devices = {("pgd-at", 0): ["NVIDIA H200", "NVIDIA H200"], ("pgd-at", 1): ["NVIDIA H200", "cpu (2 threads)"],
+               ("rbl", 0): None}
+    for (method, seed), per_epoch in devices.items():
+        folder = write_run(root, method, seed)
+        if per_epoch is not None:
+            lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+            (folder / "metrics.jsonl").write_text(
+                "".join(json.dumps({**line, "device": d}) + "\n" for line, d in zip(lines, per_epoch, strict=True)))
+        record = json.loads((folder / "eval.json").read_text())
+        for name, res in record["attacks"].items():
+            res["device"] = "cpu (1 threads)" if name == "clean" else "NVIDIA H200"
+        (folder / "eval.json").write_text(json.dumps(record))
+    df = collect(root)
+    trained = df.drop_duplicates("run_id").set_index(["method", "seed"])["trained_on"].to_dict()
+    assert trained == {("pgd-at", 0): "NVIDIA H200", ("pgd-at", 1): "NVIDIA H200 + cpu (2 threads)",
+                       ("rbl", 0): "not recorded"}
+    assert set(df.loc[df["attack"] == "clean", "eval_device"]) == {"cpu (1 threads)"}
+    index = write_report(root, tmp_path / "report").read_text()
+    assert ("Trained on (runs): NVIDIA H200 (1), NVIDIA H200 + cpu (2 threads) (1), not recorded (1). "
+            "Evaluated on (run and attack results): NVIDIA H200 (6), cpu (1 threads) (3)") in index
+    header = (tmp_path / "report" / "tables" / "runs.csv").read_text().splitlines()[0]
+    assert header.endswith("per_class_acc,trained_on,eval_device")

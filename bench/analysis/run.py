@@ -24,9 +24,10 @@ from bench.config import RunConfig
 from bench.data import stratified_first_n
 from bench.errors import BenchError, InputError
 from bench.evalsettings import EVAL_BATCH_SIZE
-from bench.evaluate import SUBSET_RULE, attack_params, device_name, package_versions
+from bench.evaluate import SUBSET_RULE, attack_params, package_versions
 from bench.inference import InferenceModel
 from bench.metrics import class_groups
+from bench.precision import device_name
 from bench.progress import Progress
 from bench.runner import run_data
 from bench.train import build_trainee

@@ -66,7 +66,7 @@ def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, ba
     torch_device = resolve_device(device)
     cfg = perf_config(method, arch, dataset, torch_device, precision, preset, batch_size, compile_net)
     if synthetic:
-        data = synthetic_data(dataset, ur, torch_device)
+        data = synthetic_data(dataset, ur, torch_device, n_test=max(eval_images, 1))
     else:
         data = long_tail_data(load_dataset(dataset, data_root), ur, torch_device)
     result = whole_step(cfg, data, torch_device, batches, eval_images)

@@ -22,7 +22,10 @@ _ATTACK_FIELDS = ("acc", "head", "mid", "tail", "worst", "balanced")
 _CONFIG_FIELDS = ("dataset", "arch", "ur", "method", "seed")
 #: columns of ``collect``'s frame
 COLUMNS = ["run_id", "dataset", "arch", "ur", "method", "method_label", "seed", "test_profile", "attack",
-           *_ATTACK_FIELDS, "per_class_acc", "per_class_total", "correct", "classes", "class_counts"]
+           *_ATTACK_FIELDS, "per_class_acc", "trained_on", "eval_device", "per_class_total", "correct", "classes",
+           "class_counts"]
+#: ``trained_on`` of runs whose metrics.jsonl names no device (written before ltbench recorded it)
+NOT_RECORDED = "not recorded"
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ def runs_frame(runs: list[Run], results_dir: str | Path) -> pd.DataFrame:
     rows = []
     for run in sorted(runs, key=lambda r: _run_sort_key(r, labels[r.run_id])):
         c = run.config
+        trained_on = training_devices(run.path)
         for attack in sorted(run.attacks, key=attack_sort_key):
             res = run.attacks[attack]
             rows.append({
@@ -99,10 +103,28 @@ def runs_frame(runs: list[Run], results_dir: str | Path) -> pd.DataFrame:
                 "method": c["method"], "method_label": labels[run.run_id], "seed": int(c["seed"]),
                 "test_profile": run.test_profile, "attack": attack, **{k: float(res[k]) for k in _ATTACK_FIELDS},
                 "per_class_acc": [float(v) for v in res["per_class_acc"]],
+                "trained_on": trained_on, "eval_device": str(res.get("device", NOT_RECORDED)),
                 "per_class_total": res.get("per_class_total"), "correct": _correct(res),
                 "classes": run.classes, "class_counts": run.class_counts,
             })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def training_devices(run_dir: Path) -> str:
+    """The devices that trained the run's epochs (metrics.jsonl ``device``), in order, joined by " + "."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines()
+    except OSError:
+        return NOT_RECORDED
+    devices: list[str] = []
+    for line in lines:
+        try:
+            device = json.loads(line).get("device")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(device, str) and device not in devices:
+            devices.append(device)
+    return " + ".join(devices) or NOT_RECORDED
 
 
 def _correct(res: dict[str, Any]) -> np.ndarray | None:

@@ -73,6 +73,13 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|")
 
 
+def _device_counts(devices: pd.Series) -> str:
+    """``name (n)`` for each device, most frequent first (ties by name)."""
+    counts = devices.value_counts()
+    order = sorted(counts.index, key=lambda name: (-counts[name], name))
+    return ", ".join(f"{name} ({counts[name]})" for name in order)
+
+
 def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
            table_files: list[tuple[Table, list[Path]]], runs_file: Path,
            training: list[tuple[str, Path, Path, str]], figures: list[FigureFile],
@@ -87,6 +94,9 @@ def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
         f"Results: `{source}` (relative to this file); checkpoint **{checkpoint}** "
         f"(`{EVAL_FILES[checkpoint]}`); "
         f"{len(runs)} finished runs used, {len(problems)} unfinished or failed (listed at the end).", "",
+        f"Trained on (runs): {_device_counts(runs['trained_on'])}. Evaluated on (run and attack results): "
+        f"{_device_counts(df['eval_device'])} "
+        "(per run and attack in runs.csv).", "",
         "Accuracies in %. Tables: mean ± sample std over seeds (std only with more than one seed; "
         "`(n=k)` when only k seeds have that attack); **bold**: see the sentence under each table; "
         "*tail* = mean per-class accuracy of the last third of the classes "
@@ -105,7 +115,7 @@ def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
                   f"(numeric `<metric>_mean`, `<metric>_std`, `n_seeds`, `best`, `bold`, `<metric>_diff`, "
                   f"`_diff_low`, `_diff_high`) · {_link(tex, out, 'LaTeX')} (booktabs)", ""]
     lines += [f"- {_link(runs_file, out)}: every run and attack (accuracy, head, mid, tail, worst, balanced "
-              "and per-class accuracy, in %).", ""]
+              "and per-class accuracy, in %; the devices that trained and evaluated it).", ""]
     if training:
         lines += ["## Training adversarial examples", "",
                   "From each run's metrics.jsonl: the entropy of the training AEs' predicted-label histogram "
