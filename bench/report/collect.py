@@ -95,7 +95,7 @@ def runs_frame(runs: list[Run], results_dir: str | Path) -> pd.DataFrame:
     rows = []
     for run in sorted(runs, key=lambda r: _run_sort_key(r, labels[r.run_id])):
         c = run.config
-        trained_on = training_devices(run.path)
+        trained_on = training_devices(run)
         for attack in sorted(run.attacks, key=attack_sort_key):
             res = run.attacks[attack]
             rows.append({
@@ -110,20 +110,12 @@ def runs_frame(runs: list[Run], results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def training_devices(run_dir: Path) -> str:
+def training_devices(run: Run) -> str:
     """The devices that trained the run's epochs (metrics.jsonl ``device``), in order, joined by " + "."""
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines()
-    except OSError:
+    metrics = load_metrics(run)
+    if metrics is None or "device" not in metrics:
         return NOT_RECORDED
-    devices: list[str] = []
-    for line in lines:
-        try:
-            device = json.loads(line).get("device")
-        except (json.JSONDecodeError, AttributeError):
-            continue
-        if isinstance(device, str) and device not in devices:
-            devices.append(device)
+    devices = [d for d in metrics["device"].unique() if isinstance(d, str)]
     return " + ".join(devices) or NOT_RECORDED
 
 
