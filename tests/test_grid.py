@@ -19,10 +19,11 @@ from bench import store
 from bench.cli import main
 from bench.config import build_config
 from bench.errors import BenchError, InputError
+from bench.evalsettings import eval_settings
 from bench.grid import locks
 from bench.grid.executors import SlurmOptions, cpu_threads, run_local, run_slurm, worker_device
 from bench.grid.spec import expand, load_grid, parse_grid
-from bench.grid.task import DONE_EARLIER, LOCKED, TRAINED, RunTask, execute
+from bench.grid.task import DONE_EARLIER, EVALUATED, LOCKED, TRAINED, RunTask, execute, missing_attacks
 from bench.progress import Progress
 from bench.store import run_status
 
@@ -302,6 +303,39 @@ def test_failing_run_releases_its_lock_and_the_grid_goes_on(tmp_path, grid_file,
     assert "Traceback" in (tmp_path / failing.run_id / store.FAILED_FILE).read_text()
     assert "50.00" in result.output and "25.00" in result.output
     assert not list(tmp_path.rglob(locks.LOCK_FILE))
+
+
+def test_missing_attacks_of_a_finished_run(tmp_path):
+    paper = eval_settings(suite="paper", n=10)
+    store.write_json(tmp_path / "eval.json", {"evaluation": {"n": 10}, "attacks": {"clean": {}, "pgd20": {}}})
+    assert missing_attacks(tmp_path, paper) == ("pgd100", "cw100", "aa")
+    assert missing_attacks(tmp_path, eval_settings(suite="fast", n=10)) == ()
+    # other test images: evaluating again would drop the stored results, so the grid leaves it to `bench eval`
+    assert missing_attacks(tmp_path, eval_settings(suite="paper", n=20)) == ()
+    (tmp_path / "eval.json").write_text("{not json")
+    assert missing_attacks(tmp_path, paper) == ()
+
+
+@pytest.mark.slow
+def test_grid_adds_the_missing_attacks_of_a_finished_run_without_retraining(tmp_path, grid_file, cifar_root):
+    out = tmp_path / "results"
+    first = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--suite", "fast", *TINY_FLAGS)
+    assert first.exit_code == 0, first.output
+    run_dirs = [out / c.run_id for c in tiny_configs()]
+    checkpoints = [fingerprints(d / "ckpt") for d in run_dirs]
+    fast = [json.loads((d / "eval.json").read_text())["attacks"] for d in run_dirs]
+    plan = bench("grid", grid_file, "--out", out, "--suite", "paper", "--dry-run", *TINY_FLAGS)
+    assert "2 runs: 0 already done, 2 to evaluate" in plan.output
+    second = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--suite", "paper", *TINY_FLAGS)
+    assert second.exit_code == 0, second.output
+    assert second.output.count(f": {EVALUATED}") == 2 and TRAINED not in second.output
+    for run_dir, before, stored in zip(run_dirs, checkpoints, fast, strict=True):
+        attacks = json.loads((run_dir / "eval.json").read_text())["attacks"]
+        assert list(attacks) == ["clean", "pgd20", "pgd100", "cw100", "aa"]
+        assert {key: attacks[key] for key in stored} == stored  # kept, not recomputed
+        assert fingerprints(run_dir / "ckpt") == before  # not retrained
+    third = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--suite", "paper", *TINY_FLAGS)
+    assert third.exit_code == 0 and "running 0 (local)" in third.output
 
 
 # --- executors -------------------------------------------------------------------------------------------

@@ -18,12 +18,24 @@ from bench.errors import BenchError, InputError
 from bench.evalsettings import EvalSettings
 from bench.grid.executors import Report, SlurmOptions, run_local, run_slurm
 from bench.grid.spec import changed_params, expand, load_grid
-from bench.grid.task import DONE_EARLIER, FAILED, LOCKED, TRAINED, RunResult, RunTask, finished_result
+from bench.grid.task import (
+    DONE_EARLIER,
+    EVALUATED,
+    FAILED,
+    LOCKED,
+    TRAINED,
+    RunResult,
+    RunTask,
+    finished_result,
+    missing_attacks,
+)
 from bench.precision import device_type_of
 from bench.runner import resolve_device, run_data
 
+#: a finished run whose eval.json lacks attacks of the grid's suite
+TO_EVALUATE = "to evaluate"
 STYLE = {"done": "green", "partial": "yellow", "failed": "red", "todo": "default", "locked": "yellow",
-         TRAINED: "green", DONE_EARLIER: "green"}
+         TO_EVALUATE: "yellow", TRAINED: "green", EVALUATED: "green", DONE_EARLIER: "green"}
 #: wide enough for a run id and the method parameters of a sweep
 WIDTH = 180
 
@@ -72,6 +84,14 @@ def reporter(total: int, console: Console) -> Report:
     return report
 
 
+def grid_statuses(configs: Sequence[RunConfig], out: Path, evaluation: EvalSettings) -> dict[str, str]:
+    """Each run's status (``store.run_status``), where a finished run lacking attacks of ``evaluation`` is
+    ``to evaluate``."""
+    statuses = {cfg.run_id: store.run_status(out / cfg.run_id) for cfg in configs}
+    return {run_id: TO_EVALUATE if status == "done" and missing_attacks(out / run_id, evaluation) else status
+            for run_id, status in statuses.items()}
+
+
 def check_results_dir(out: Path) -> None:
     """``--out`` must be (or become) a folder: neither it nor a parent may be a file."""
     for path in (out, *out.parents):
@@ -90,7 +110,7 @@ def execute_grid(
     failed or another process holds one.
     """
     check_results_dir(out)
-    statuses = {cfg.run_id: store.run_status(out / cfg.run_id) for cfg in configs}
+    statuses = grid_statuses(configs, out, evaluation)
     counts = Counter(statuses.values())
     console = Console(width=WIDTH)
     if executor == "local":
@@ -121,8 +141,9 @@ def execute_grid(
 
 
 def overview(total: int, counts: Counter) -> str:
-    return (f"{total} runs: {counts['done']} already done, {counts['partial']} partial, {counts['failed']} failed, "
-            f"{counts['locked']} locked, {counts['todo']} to do")
+    evaluate = f", {counts[TO_EVALUATE]} {TO_EVALUATE}" if counts[TO_EVALUATE] else ""
+    return (f"{total} runs: {counts['done']} already done{evaluate}, {counts['partial']} partial, "
+            f"{counts['failed']} failed, {counts['locked']} locked, {counts['todo']} to do")
 
 
 @click.command("grid")
@@ -146,8 +167,9 @@ def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, .
             gpus: int | None, cpus: int | None, array_parallelism: int | None, cluster: str) -> None:
     """Train every run of GRID: a grid file or a shipped grid's name.
 
-    Finished runs are skipped, partial ones resume from their checkpoint, failed ones are retried; a lock
-    file per run keeps two workers off the same run. Exits 1 when a run failed or another process holds one.
+    Finished runs are skipped (a finished run lacking attacks of the suite gets only those), partial ones
+    resume from their checkpoint, failed ones are retried; a lock file per run keeps two workers off the
+    same run. Exits 1 when a run failed or another process holds one.
     """
     flags = {"partition": partition, "time": time_min, "gpus": gpus, "cpus": cpus,
              "array_parallelism": array_parallelism}
@@ -161,7 +183,7 @@ def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, .
     slurm = SlurmOptions.merge(spec.slurm, flags)
     if dry_run:
         check_results_dir(out)
-        statuses = {cfg.run_id: store.run_status(out / cfg.run_id) for cfg in configs}
+        statuses = grid_statuses(configs, out, evaluation)
         console = Console(width=WIDTH)
         console.print(plan_table(configs, statuses))
         console.print(overview(len(configs), Counter(statuses.values())), highlight=False)

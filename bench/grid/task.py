@@ -1,5 +1,6 @@
-"""One run inside a worker (of `bench run` or `bench grid`): lock it, train and evaluate it (resuming), and
-summarise the outcome. Any exception becomes a ``failed`` marker holding the error and its traceback."""
+"""One run inside a worker (of `bench run` or `bench grid`): lock it, train and evaluate it (resuming), or
+only add the attacks a finished run lacks, and summarise the outcome. Any exception becomes a ``failed``
+marker holding the error and its traceback."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from bench.errors import BenchError
 from bench.evalsettings import EvalSettings
 from bench.grid.locks import LOCK_FILE, LockHeld, run_lock
 from bench.progress import Progress
-from bench.runner import resolve_device, run_one
+from bench.runner import evaluate_run, resolve_device, run_one
 
 #: outcomes of a run
-TRAINED, DONE_EARLIER, FAILED, LOCKED = "trained", "done earlier", "failed", "locked"
+TRAINED, EVALUATED, DONE_EARLIER, FAILED, LOCKED = "trained", "evaluated", "done earlier", "failed", "locked"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,23 @@ def finished_result(run_dir: Path) -> RunResult:
     return RunResult.from_record(run_dir.name, DONE_EARLIER, record)
 
 
+def missing_attacks(run_dir: Path, evaluation: EvalSettings) -> tuple[str, ...]:
+    """The attacks of ``evaluation`` that a finished run's eval file lacks on the same test images.
+
+    A file on other test images (another ``n``) or one that cannot be read counts as complete: evaluating it
+    again would drop its results, which stays the job of an explicit `bench eval`.
+    """
+    path = Path(run_dir) / store.eval_file(evaluation.checkpoint)
+    try:
+        record = store.read_json(path)
+    except BenchError:
+        return ()
+    settings = record.get("evaluation")
+    if not isinstance(settings, dict) or settings.get("n") != evaluation.n:
+        return ()
+    return tuple(key for key in evaluation.attacks if key not in record.get("attacks", {}))
+
+
 def _clear(run_dir: Path) -> None:
     """Delete a previous attempt but keep our lock."""
     for child in run_dir.iterdir():
@@ -75,21 +93,30 @@ def _clear(run_dir: Path) -> None:
 
 
 def execute(task: RunTask, progress: Progress) -> RunResult:
-    """Train and evaluate one run under its lock; a failure becomes a result (and a marker), not an exception.
+    """Train and evaluate one run under its lock, or only run the attacks a finished run lacks; a failure becomes
+    a result (and a marker), not an exception.
 
     KeyboardInterrupt passes through: the run stays partial and resumes on the next call.
     """
     cfg, run_dir = task.config, task.run_dir
     try:
         with run_lock(run_dir, progress.log, wait=task.wait):
-            if store.is_done(run_dir) and not task.force:
+            finished = store.is_done(run_dir) and not task.force
+            if finished and not missing_attacks(run_dir, task.evaluation):
                 return finished_result(run_dir)
             try:
                 if task.force:
                     _clear(run_dir)
                 store.remove_temp_files(run_dir)
-                record = run_one(cfg, task.evaluation, run_dir, data_root=task.data_root,
-                                 device=resolve_device(task.device), progress=progress)
+                device = resolve_device(task.device)
+                if finished:
+                    status = EVALUATED
+                    record = evaluate_run(run_dir, task.evaluation, data_root=task.data_root, device=device,
+                                          progress=progress)
+                else:
+                    status = TRAINED
+                    record = run_one(cfg, task.evaluation, run_dir, data_root=task.data_root, device=device,
+                                     progress=progress)
             except Exception as err:  # one failed run must not stop the others; the traceback goes to `failed`
                 message = str(err) if isinstance(err, BenchError) else f"{type(err).__name__}: {err}"
                 store.mark_failed(run_dir, message, traceback.format_exc())
@@ -98,7 +125,7 @@ def execute(task: RunTask, progress: Progress) -> RunResult:
         return RunResult(cfg.run_id, LOCKED, f"{held}; it is working on this run (wait with --wait)")
     except OSError as err:  # the run folder cannot be created or locked
         return RunResult(cfg.run_id, FAILED, f"cannot lock {run_dir} ({err.strerror or err})")
-    return RunResult.from_record(cfg.run_id, TRAINED, record)
+    return RunResult.from_record(cfg.run_id, status, record)
 
 
 def run_task(task: RunTask) -> RunResult:
