@@ -9,10 +9,12 @@ Each attack stores per-class counts, head/mid/tail means, the worst class and ba
 from __future__ import annotations
 
 import functools
+import logging
 import platform
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
@@ -92,6 +94,24 @@ def _autoattack_predictions(model: InferenceModel, x: Tensor, y: Tensor, params:
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=y.numel())
     return y_adv
+
+
+@contextmanager
+def autoattack_checks() -> Iterator[list[str]]:
+    """Collect the warnings of AutoAttack's own reliability checks (e.g. Square lowering the robust accuracy
+    that the gradient attacks left, a sign of gradient masking), which pyautoattack logs as ``auto-attack``."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger, handler = logging.getLogger("auto-attack"), Collect(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
 
 
 def attack_generator(key: str, seed: int, device: torch.device) -> torch.Generator:
@@ -208,13 +228,16 @@ def evaluate(
                 progress.log(f"  {key:>6}: {record['attacks'][key]['acc']:.2%} (done earlier, same settings)")
                 continue
             began = time.perf_counter()
-            pred = run_attack(model, key, wanted[key], x_all, y_all, seed=seed, batch_size=batch_size,
-                              progress=progress)
+            with autoattack_checks() as checks:
+                pred = run_attack(model, key, wanted[key], x_all, y_all, seed=seed, batch_size=batch_size,
+                                  progress=progress)
             summary = accuracy_summary(pred, y_all, data.class_counts)
             seconds = time.perf_counter() - began
             record["attacks"][key] = {**summary, "correct_bits": pack_correct(pred == y_all, y_all),
                                       "seconds": seconds, "params": wanted[key],
                                       "batch_size": batch_size, "device": device_name(y_all.device)}
+            if key == "aa":
+                record["attacks"][key]["checks"] = checks
             record["attacks"] = {k: record["attacks"][k] for k in ATTACK_KEYS if k in record["attacks"]}
             if out_path is not None:
                 store.write_json(out_path, record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,7 @@ def test_autoattack_params_record_the_standard_version(paper: Paper) -> None:
     assert params["version"] == "standard" and params["norm"] == "Linf" and params["eps"] == EPS
     assert params["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert params["package"].startswith("pyautoattack ")
+    assert isinstance(paper[0]["attacks"]["aa"]["checks"], list)
 
 
 def test_suite_parameters_follow_the_protocol() -> None:
@@ -323,6 +325,26 @@ def test_autoattack_runs_in_chunks_that_advance_the_bar(
                 record={}, out_path=None, progress=progress)
     assert sizes == [64, 64, 32]
     assert progress.advances == [("eval aa", 64), ("eval aa", 64), ("eval aa", 32)]
+
+
+def test_autoattack_checks_are_recorded_with_its_result(
+    net: nn.Module, data: LongTailData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger = logging.getLogger("auto-attack")
+    handlers = list(logger.handlers)
+    warning = "Square Attack has decreased the robust accuracy of 0.40%."
+
+    def fake_aa(model: InferenceModel, x: Tensor, y: Tensor, params: dict) -> Tensor:
+        logger.debug("robust accuracy after apgd-ce: 50.00%")  # progress messages are not checks
+        logger.warning(warning)
+        return y
+
+    monkeypatch.setattr(ev, "_autoattack_predictions", fake_aa)
+    record = ev.evaluate(plain(net), data, attacks=("clean", "aa"), eps=EPS, step_size=EPS / 4, seed=0, n=None,
+                         batch_size=100, record={}, out_path=None, progress=QUIET)
+    assert record["attacks"]["aa"]["checks"] == [warning, warning]  # one per batch of 100 of the 160 images
+    assert "checks" not in record["attacks"]["clean"]
+    assert logger.handlers == handlers
 
 
 # --- the command line ------------------------------------------------------------------------------
