@@ -72,9 +72,13 @@ def epochs_list(name: str, value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
-def setting(default: Any, check: Check | None = None, *, flag: str | None = None) -> Any:
-    """A RunConfig field: its default, its check, and the option that sets it when ``--set`` may not."""
-    return field(default=default, metadata={"check": check, "flag": flag})
+def setting(default: Any, check: Check | None = None, *, flag: str | None = None, hashed_default: bool = True) -> Any:
+    """A RunConfig field: its default, its check, and the option that sets it when ``--set`` may not.
+
+    ``hashed_default=False`` for fields added after runs were published: at their default they are left out of
+    the run id's canonical JSON, so every earlier run keeps its id.
+    """
+    return field(default=default, metadata={"check": check, "flag": flag, "hashed_default": hashed_default})
 
 
 @dataclass(frozen=True)
@@ -123,9 +127,15 @@ class RunConfig:
         data["milestones"] = tuple(data.get("milestones", ()))
         return cls(**data)
 
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: ``to_dict`` without the later fields that still have their default."""
+        data = self.to_dict()
+        return {f.name: data[f.name] for f in dataclasses.fields(self)
+                if f.metadata.get("hashed_default", True) or data[f.name] != f.default}
+
     @property
     def config_hash(self) -> str:
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
     @property

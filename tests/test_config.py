@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from bench import store
 from bench.cli import main
-from bench.config import DEFAULTS, PRESETS, RunConfig, build_config
+from bench.config import DEFAULTS, PRESETS, RunConfig, build_config, setting
 from bench.errors import InputError
 from bench.grid.spec import expand, parse_grid
 from bench.precision import resolve_precision
@@ -40,6 +40,17 @@ def test_evaluation_settings_are_not_part_of_the_run_id():
     assert [c.run_id for c in expand(fast)] == [c.run_id for c in expand(full)]
     assert full.evaluation().attacks[-1] == "aa" and full.evaluation().n is None
     assert fast.evaluation().suite == "fast" and fast.evaluation().n == 1000
+
+
+def test_a_later_field_at_its_default_keeps_earlier_run_ids():
+    @dataclasses.dataclass(frozen=True)
+    class Later(RunConfig):
+        extra: float = setting(0.0, hashed_default=False)
+
+    base = RunConfig()
+    assert Later().run_id == base.run_id
+    assert Later(extra=0.5).run_id != base.run_id
+    assert "extra" in Later().to_dict() and "extra" not in Later().identity()
 
 
 def test_epoch_eval_n_stays_in_the_run_id():
