@@ -25,6 +25,7 @@ from bench.data import LongTailData, augment, dataset_info, long_tail_counts, tr
 from bench.evaluate import EVAL_BATCH_SIZE, attack_params, run_attack
 from bench.inference import InferenceModel
 from bench.perf_reference import ReferenceLoop, reference_loader
+from bench.precision import resolve_precision
 from bench.progress import Progress
 from bench.train import EpochStats, build_trainee, train_step
 
@@ -179,8 +180,8 @@ def perf_config(method: str, arch: str, dataset: str, device: torch.device, prec
     overrides: dict[str, Any] = {"precision": precision, "compile": compile_net}
     if batch_size is not None:
         overrides["batch_size"] = batch_size
-    return build_config(method=method, dataset=dataset, arch=arch, preset=preset, overrides=overrides,
-                        device_type=device.type)
+    cfg = build_config(method=method, dataset=dataset, arch=arch, preset=preset, overrides=overrides)
+    return dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device.type))
 
 
 def whole_step(

@@ -15,11 +15,10 @@ from bench.cli import main
 from bench.config import DEFAULTS, PRESETS, RunConfig, build_config, setting
 from bench.errors import InputError
 from bench.grid.spec import expand, parse_grid
-from bench.precision import resolve_precision
 
 
 def test_field_defaults_are_the_quick_preset_on_fashion_mnist():
-    assert build_config() == dataclasses.replace(DEFAULTS, precision=resolve_precision(DEFAULTS.precision))
+    assert build_config() == DEFAULTS
     assert PRESETS["quick"].training == {}
     assert build_config(preset="smoke").epochs == 1 and build_config(preset="paper").milestones == (60, 75)
 

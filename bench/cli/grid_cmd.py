@@ -29,7 +29,6 @@ from bench.grid.task import (
     finished_result,
     missing_attacks,
 )
-from bench.precision import device_type_of
 from bench.runner import resolve_device, run_data
 
 #: a finished run whose eval.json lacks attacks of the grid's suite
@@ -57,16 +56,16 @@ def plan_table(configs: Sequence[RunConfig], statuses: dict[str, str]) -> Table:
     return table
 
 
-def summary_table(configs: Sequence[RunConfig], results: dict[str, RunResult]) -> Table:
-    """One row per run: how it ended and its clean / PGD-20 accuracy (%)."""
+def summary_table(configs: Sequence[RunConfig], results: dict[str, RunResult], out: Path) -> Table:
+    """One row per run: how it ended, the precision it trained in, its clean / PGD-20 accuracy (%)."""
     table = Table(title="grid summary: clean / PGD-20 accuracy (%)")
-    for col in ("run", "status", "clean", "PGD-20"):
+    for col in ("run", "status", "precision", "clean", "PGD-20"):
         table.add_column(col, justify="right" if col in ("clean", "PGD-20") else "left", no_wrap=col == "run")
     for cfg in configs:
         res = results[cfg.run_id]
         status = f"{res.status}: {res.message}" if res.message else res.status
-        table.add_row(cfg.run_id, f"[{STYLE[res.status]}]{escape(status)}", _percent(res.clean),
-                      _percent(res.pgd20))
+        table.add_row(cfg.run_id, f"[{STYLE[res.status]}]{escape(status)}", store.trained_precision(out / cfg.run_id),
+                      _percent(res.clean), _percent(res.pgd20))
     return table
 
 
@@ -127,7 +126,7 @@ def execute_grid(
     else:
         ran = run_local(tasks, workers, report)
     results |= {res.run_id: res for res in ran}
-    console.print(summary_table(configs, results))
+    console.print(summary_table(configs, results, out))
     failed = [res for res in results.values() if res.status == FAILED]
     if len(configs) == 1 and failed:
         raise BenchError(f"{failed[0].run_id} failed: {failed[0].message}")
@@ -177,8 +176,7 @@ def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, .
         raise InputError("--partition/--time/--gpus/--cpus/--array-parallelism need --executor slurm")
     spec = load_grid(grid)
     fields, params = parse_settings(settings)
-    runs_on = "cuda" if executor == "slurm" else device_type_of(device)  # precision "auto" resolves for it
-    configs = expand(spec, preset=preset, fields=fields, params=params, device_type=runs_on)
+    configs = expand(spec, preset=preset, fields=fields, params=params)
     evaluation = spec.evaluation(preset, suite, eval_n)
     slurm = SlurmOptions.merge(spec.slurm, flags)
     if dry_run:
