@@ -1,7 +1,8 @@
-"""Shared fixtures: tiny CIFAR-format dataset files built on the fly."""
+"""Shared fixtures: tiny CIFAR-format dataset files built on the fly, and a one-node SLURM cluster."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from slurm_cluster import SlurmCluster, missing_programs
 
 from bench.config import RunConfig
 from bench.data import LongTailData, load_dataset, long_tail_data
@@ -92,3 +94,27 @@ def tiny_args(cifar_root: Path) -> list[str]:
 
 TINY = ["--preset", "smoke", "--dataset", "cifar10", "--ur", "10", "--set", "steps=1", "--eval-n", "20",
         "--set", "epoch_eval_n=20", "--set", "batch_size=32", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A running one-node SLURM cluster (partition ``debug``); SLURM_CONF points the commands at it."""
+    missing = missing_programs()
+    if missing:
+        message = (f"SLURM is not installed (no {', '.join(missing)}): apt-get install slurmctld slurmd "
+                   "slurm-client munge")
+        if os.environ.get("LTBENCH_REQUIRE_SLURM"):  # CI: the SLURM tests must run
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    before = os.environ.get("SLURM_CONF")
+    try:
+        cluster.start()
+        os.environ.update(cluster.env)
+        yield cluster
+    finally:
+        cluster.stop()
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before
