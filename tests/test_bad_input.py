@@ -98,6 +98,8 @@ CASES = [
     (["grid", "badmilestones.toml"], 2, "inside the 4-epoch run"),
     (["grid", "fmnist-quick", "--workers", "0"], 2, "--workers"),
     (["grid", "fmnist-quick", "--partition", "gpu"], 2, "need --executor slurm"),
+    (["grid", "fmnist-quick", "--executor", "slurm", "--mem", "4GB"], 2, "must be a size such as 16G or 500M"),
+    (["grid", "fmnist-quick", "--executor", "slurm", "--slurm-option", "array=0-3"], 2, "set by ltbench itself"),
     (["grid", "fmnist-quick", "--preset", "long"], 2, "unknown preset 'long'"),
     (["grid", "fmnist-quick", "--set", "seed=3"], 2, "seed is set with --seed"),
     (["grid", "fmnist-quick", "--out", "afile"], 2, "is a file"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,8 @@ from bench.config import build_config
 from bench.errors import BenchError, InputError
 from bench.evalsettings import eval_settings
 from bench.grid import locks
-from bench.grid.executors import SlurmOptions, cpu_threads, run_local, run_slurm, worker_device
+from bench.grid.executors import cpu_threads, run_local, worker_device
+from bench.grid.slurm import SlurmOptions, job_cpus, parse_options, run_slurm
 from bench.grid.spec import expand, load_grid, parse_grid
 from bench.grid.task import DONE_EARLIER, EVALUATED, LOCKED, TRAINED, RunTask, execute, missing_attacks
 from bench.progress import Progress
@@ -382,12 +384,46 @@ def test_slurm_cli_skips_finished_runs(tmp_path, grid_file):
 
 
 def test_slurm_options_merge_file_and_flags():
-    options = SlurmOptions.merge({"partition": "a100", "time": 60}, {"time": 30, "gpus": None})
-    assert options == SlurmOptions(partition="a100", time=30)
-    with pytest.raises(InputError, match="time must be a whole number"):
+    options = SlurmOptions.merge({"partition": "a100", "time": 60, "options": {"mail-type": "END"}},
+                                 {"time": 30, "gpus": None, "options": {"exclusive": True}})
+    assert options == SlurmOptions(partition="a100", time=30, options={"mail-type": "END", "exclusive": True})
+    with pytest.raises(InputError, match=r"slurm time \(--time or \[slurm\] time\) must be a whole number"):
         SlurmOptions.merge({"time": "1h"}, {})
     result = bench("grid", "fmnist-quick", "--partition", "gpu")
     assert result.exit_code == 2 and "--executor slurm" in result.output
+
+
+def test_slurm_options_become_submitit_parameters():
+    options = SlurmOptions.merge({"mem": "16G", "qos": "high", "max_retries": 5},
+                                 {"account": "lab", "constraint": "a100", "time": 2,
+                                  "options": parse_options(["mail_type=END", "exclusive"])})
+    params = options.parameters()
+    assert params["slurm_mem"] == "16G" and params["slurm_qos"] == "high" and params["slurm_account"] == "lab"
+    assert params["slurm_constraint"] == "a100" and params["timeout_min"] == 2 and "slurm_partition" not in params
+    assert params["slurm_additional_parameters"] == {"mail-type": "END", "exclusive": True}
+    assert params["slurm_signal_delay_s"] == 30 and SlurmOptions().parameters()["slurm_signal_delay_s"] == 90
+    assert options.max_retries == 5 and SlurmOptions().max_retries == 3
+
+
+@pytest.mark.parametrize("file, flags, message", [
+    ({"mem": "16GB"}, {}, "must be a size such as 16G"),
+    ({"max_retries": -1}, {}, "must be a whole number >= 0"),
+    ({"account": ""}, {}, "must be a non-empty string"),
+    ({"options": "mail-type=END"}, {}, "must be a table of sbatch options"),
+    ({"options": {"output": "x.log"}}, {}, "is set by ltbench itself"),
+    ({}, {"options": {"Mail Type": "END"}}, "expected an sbatch option name"),
+    ({}, {"cpus": 0}, "cpus (--cpus or [slurm] cpus) must be a whole number >= 1"),
+])
+def test_bad_slurm_options_name_the_fix(file, flags, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        SlurmOptions.merge(file, flags)
+
+
+def test_slurm_job_threads_follow_the_job_cpus(monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert job_cpus() == 3
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert job_cpus() == cpu_threads(1)
 
 
 def test_local_worker_devices_and_threads():

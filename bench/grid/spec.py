@@ -19,7 +19,8 @@ AXES = ("datasets", "archs", "urs", "methods", "seeds")
 KEYS = (*AXES, "preset", "suite", "eval_n", "set", "sweep", "exclude", "slurm")
 #: run fields an ``exclude`` rule may name, besides METHOD.PARAM
 RULE_FIELDS = ("dataset", "arch", "ur", "method", "seed")
-SLURM_KEYS = ("partition", "time", "gpus", "cpus", "array_parallelism")
+SLURM_KEYS = ("partition", "time", "gpus", "cpus", "array_parallelism", "mem", "account", "qos", "constraint",
+              "options", "max_retries")
 
 
 @dataclass(frozen=True)
