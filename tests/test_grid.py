@@ -23,7 +23,7 @@ from bench.errors import BenchError, InputError
 from bench.evalsettings import eval_settings
 from bench.grid import locks
 from bench.grid.executors import cpu_threads, run_local, worker_device
-from bench.grid.slurm import SlurmOptions, job_cpus, parse_options, run_slurm
+from bench.grid.slurm import SlurmOptions, SlurmRun, job_cpus, parse_options, run_slurm
 from bench.grid.spec import expand, load_grid, parse_grid
 from bench.grid.task import DONE_EARLIER, EVALUATED, LOCKED, TRAINED, RunTask, execute, missing_attacks
 from bench.progress import Progress
@@ -419,11 +419,20 @@ def test_bad_slurm_options_name_the_fix(file, flags, message):
         SlurmOptions.merge(file, flags)
 
 
+def test_a_slurm_job_requeues_itself_at_most_max_retries_times(tmp_path):
+    job, task = SlurmRun(max_retries=2), RunTask(tiny_configs()[0], tmp_path, None, "auto")
+    for left in (1, 0):
+        again = job.checkpoint(task)
+        assert again.function is job and again.args == (task,) and job.retries_left == left
+    with pytest.raises(BenchError, match=r"preempted 3 times \(--max-retries 2\); rerun the grid"):
+        job.checkpoint(task)
+
+
 def test_slurm_job_threads_follow_the_job_cpus(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
     assert job_cpus() == 3
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
-    assert job_cpus() == cpu_threads(1)
+    assert job_cpus() is None
 
 
 def test_local_worker_devices_and_threads():

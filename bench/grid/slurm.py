@@ -11,7 +11,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 
 from bench import store
 from bench.errors import BenchError, InputError
-from bench.grid.executors import Report, cpu_threads
+from bench.grid.executors import Report
 from bench.grid.task import FAILED, RunResult, RunTask, run_task
 
 JOBS_FILE = "jobs.json"
@@ -113,14 +113,15 @@ def parse_options(items: Iterable[str]) -> dict[str, str | bool]:
     return options
 
 
-def job_cpus() -> int:
-    """The CPUs SLURM gave this job's task (all of this machine's outside SLURM)."""
+def job_cpus() -> int | None:
+    """The CPUs SLURM gave this job's task; None outside a SLURM job."""
     given = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    return int(given) if given.isdigit() else cpu_threads(1)
+    return int(given) if given.isdigit() else None
 
 
 class SlurmRun(submitit.helpers.Checkpointable):
-    """``run_task`` inside a SLURM job, with as many torch threads as the job has CPUs.
+    """``run_task`` inside a SLURM job, with as many torch threads as the job has CPUs (device ``auto`` too
+    resolves here, on the node).
 
     Before the time limit, and when the cluster signals a preemption, submitit calls ``checkpoint``: the job
     requeues itself and the run resumes from its last epoch checkpoint, at most ``max_retries`` times; after
@@ -132,7 +133,9 @@ class SlurmRun(submitit.helpers.Checkpointable):
         self.max_retries = max_retries
 
     def __call__(self, task: RunTask) -> RunResult:
-        torch.set_num_threads(job_cpus())
+        cpus = job_cpus()
+        if cpus is not None:  # (submitit's debug and local backends keep this machine's threads)
+            torch.set_num_threads(cpus)
         return run_task(task)
 
     def checkpoint(self, task: RunTask) -> submitit.helpers.DelayedSubmission:
@@ -178,8 +181,7 @@ def _record_jobs(folder: Path, jobs: Mapping[str, str]) -> None:
 def _for_job(task: RunTask) -> RunTask:
     """Absolute paths (a job may start in another folder) and no progress bars (logs go to files)."""
     data_root = str(Path(task.data_root).resolve()) if task.data_root else None
-    return RunTask(task.config, Path(task.out).resolve(), data_root, task.device, task.force, False,
-                   task.evaluation, task.wait)
+    return replace(task, out=Path(task.out).resolve(), data_root=data_root, progress=False)
 
 
 def _result(job: submitit.Job, state: str | None, run_id: str) -> RunResult:
@@ -214,7 +216,7 @@ def run_slurm(
     results: list[RunResult] = []
     waiting = list(jobs)
     while waiting:
-        states = queue_states(run_ids) if cluster == "slurm" else {}
+        states = queue_states(run_ids) if cluster == "slurm" else None
         for job in list(waiting):
             state = None if states is None else states.get(job.job_id, GONE)
             ended = job.done() if cluster != "slurm" else job.paths.result_pickle.exists() or state in ENDED
