@@ -125,7 +125,7 @@ def test_a_grid_is_one_job_array_run_one_at_a_time_with_the_options_asked_for(
     assert "RUNNING" in dry_run and "slurm job" in dry_run
     # the runs are the ones a local grid plans (nothing resolved for the cluster enters a run id), trained on
     # the node's device with one torch thread per CPU of the job
-    local = expand(load_grid(str(grid)), device_type="cpu")
+    local = expand(load_grid(str(grid)))
     assert sorted(jobs) == sorted(cfg.run_id for cfg in local)
     for run_id in jobs:
         assert store.is_done(out / run_id)
