@@ -20,6 +20,7 @@ from bench import store
 from bench.cli import main
 from bench.grid.slurm import JOBS_FILE
 from bench.grid.spec import expand, load_grid
+from bench.precision import resolve_precision
 
 pytestmark = pytest.mark.slow
 
@@ -123,14 +124,16 @@ def test_a_grid_is_one_job_array_run_one_at_a_time_with_the_options_asked_for(
     assert details["NumCPUs"] == "1" and details["MinMemoryNode"] == "600M" and details["Features"] == FEATURE
     assert details["Comment"] == "ltbench-test"
     assert "RUNNING" in dry_run and "slurm job" in dry_run
-    # the runs are the ones a local grid plans (nothing resolved for the cluster enters a run id), trained on
-    # the node's device with one torch thread per CPU of the job
+    # the runs are the ones a local grid plans: precision stays `auto` in the config and the run id, and the
+    # job resolved it, the device and one torch thread per CPU of the job on the node
     local = expand(load_grid(str(grid)))
     assert sorted(jobs) == sorted(cfg.run_id for cfg in local)
+    on_node = resolve_precision("auto", "cpu")
     for run_id in jobs:
         assert store.is_done(out / run_id)
+        assert store.read_json(out / run_id / store.CONFIG_FILE)["config"]["precision"] == "auto"
         epochs = [json.loads(line) for line in (out / run_id / "metrics.jsonl").read_text().splitlines()]
-        assert epochs[-1]["device"] == "cpu (1 threads)"
+        assert epochs[-1]["device"] == "cpu (1 threads)" and epochs[-1]["precision"] == on_node
 
 
 def test_a_failing_run_is_marked_failed_and_the_grid_goes_on(tmp_path, cifar_root, slurm_cluster):
