@@ -127,7 +127,8 @@ class RobustLT(Method):
 
 @register_wrapper("robustlt")
 def robustlt(base_cls: type[Method]) -> type[Method]:
-    """``robustlt+BASE``: RobustLT's class-wise budget and warm-up around ``base_cls``."""
+    """RobustLT (CVPR 2026): each class's attack budget eps_c (head (1 - alpha) eps, sample-weighted mean eps),
+    grown linearly over a warm-up; the base method's attack loss and outer loss"""
     return type(f"RobustLT_{base_cls.__name__}", (RobustLT,), {
         "base_cls": base_cls, "params": PARAMS + base_cls.params, "attack_start": base_cls.attack_start,
         "summary": f"RobustLT around {base_cls.name}: class-wise budget eps_c (head (1 - alpha) eps, "
