@@ -271,6 +271,22 @@ def test_f1_official_rbl_equals_ce_pgd() -> None:
     assert not torch.equal(attack(net, x, y, logit.loss), x_ce)
 
 
+def test_f1_does_not_hold_with_train_mode_batchnorm() -> None:
+    """attack_bn=train: the batch statistics couple the samples, so the class weights of the official RBL reach
+    other samples' gradients and change the AEs."""
+    counts = torch.tensor([50.0, 20, 8, 3])
+    net = tiny_net(make("pgd-at", [50, 20, 8, 3]), seed=0)
+    net.head = nn.Linear(8, 4)
+    torch.manual_seed(5)
+    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 3])
+    official = RBLAttack(counts)
+    official.end_epoch(torch.tensor([70, 10, 0, 1]))
+    crafted = [pgd(net, x, y, eps=EPS, step_size=STEP, steps=10, loss_fn=loss, train_bn=True,
+                   generator=torch.Generator().manual_seed(7))
+               for loss in (official.loss, lambda z, t: F.cross_entropy(z, t, reduction="none"))]
+    assert not torch.equal(*crafted)
+
+
 def entropy(hist: Tensor) -> float:
     p = hist.float() / hist.sum()
     p = p[p > 0]
