@@ -445,3 +445,18 @@ def test_bf16_numerics_trains_each_run_in_both_precisions():
     for c in runs:
         pairs[(c.method, c.seed)].add(c.precision)
     assert pairs == {(m, s): {"fp32", "bf16"} for m in ("pgd-at", "reat") for s in (0, 1, 2)}
+
+
+def test_a_grid_sweeps_robustlt_next_to_its_base():
+    text = """
+datasets = ["fashion-mnist"]
+archs = ["cnn-small"]
+urs = [100]
+methods = ["at-bsl", "robustlt+at-bsl"]
+seeds = [0]
+[sweep]
+"robustlt+at-bsl".robustlt_alpha = [0.2, 0.4]
+"""
+    runs = expand(parse_grid(text, "t"))
+    assert [(c.method, c.method_params.get("robustlt_alpha")) for c in runs] == [
+        ("at-bsl", None), ("robustlt+at-bsl", 0.2), ("robustlt+at-bsl", 0.4)]
