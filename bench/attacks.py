@@ -1,7 +1,9 @@
 """L-inf attacks with pluggable per-sample losses: PGD (random start, projection, [0,1] clamp) and FGSM.
 
-The model is put in eval mode while attacking and its previous mode is restored afterwards.
-Only input gradients are taken (``torch.autograd.grad``), so parameter gradients are untouched.
+The model is put in eval mode while attacking (or, with ``train_bn``, in train mode with BatchNorm's running
+statistics frozen) and its previous mode is restored afterwards. The training attack may give each sample its
+own budget: ``eps`` and ``step_size`` are then (B, 1, ..., 1) tensors. Only input gradients are taken
+(``torch.autograd.grad``), so parameter gradients are untouched.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from torch import Tensor, nn
 #: (logits, labels) -> per-sample loss to maximise
 LossFn = Callable[[Tensor, Tensor], Tensor]
 STARTS = ("uniform", "normal", "uniform-positive", "none")
+#: a budget or step size: one number for the batch, or a (B, 1, ..., 1) tensor with one per sample
+Budget = float | Tensor
 
 
 def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -41,7 +45,25 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def random_start(x: Tensor, eps: float, kind: str, generator: torch.Generator | None = None) -> Tensor:
+@contextmanager
+def batch_stats_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` in train mode with BatchNorm on batch statistics and its running statistics
+    frozen (``track_running_stats=False`` while in train mode)."""
+    was_training = model.training
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracked = [m.track_running_stats for m in norms]
+    model.train()
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield model
+    finally:
+        for m, t in zip(norms, tracked, strict=True):
+            m.track_running_stats = t
+        model.train(was_training)
+
+
+def random_start(x: Tensor, eps: Budget, kind: str, generator: torch.Generator | None = None) -> Tensor:
     """The attack's starting point (not clipped, as in the official REAT code)."""
     if kind == "uniform":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
@@ -55,8 +77,8 @@ def random_start(x: Tensor, eps: float, kind: str, generator: torch.Generator | 
     raise ValueError(f"unknown random start {kind!r}; choose one of {STARTS}")
 
 
-def project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
-    """Clip to the L-inf ball around ``x``, then to [0, 1]."""
+def project(x_adv: Tensor, x: Tensor, eps: Budget) -> Tensor:
+    """Clip to the L-inf ball around ``x`` (of each sample's radius for a tensor ``eps``), then to [0, 1]."""
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
 
@@ -65,17 +87,23 @@ def pgd(
     x: Tensor,
     y: Tensor,
     *,
-    eps: float,
-    step_size: float,
+    eps: Budget,
+    step_size: Budget,
     steps: int,
     loss_fn: LossFn = ce_loss,
     start: str = "uniform",
     generator: torch.Generator | None = None,
+    start_eps: Budget | None = None,
+    train_bn: bool = False,
 ) -> Tensor:
-    """L-inf PGD maximising ``loss_fn`` summed over the batch; returns detached examples."""
+    """L-inf PGD maximising ``loss_fn`` summed over the batch; returns detached examples.
+
+    ``start_eps`` is the random start's radius (default ``eps``); ``train_bn`` crafts in ``batch_stats_mode``.
+    """
     x = x.detach()
-    with eval_mode(model), torch.enable_grad():
-        x_adv = random_start(x, eps, start, generator)
+    mode = batch_stats_mode(model) if train_bn else eval_mode(model)
+    with mode, torch.enable_grad():
+        x_adv = random_start(x, eps if start_eps is None else start_eps, start, generator)
         for _ in range(steps):
             x_adv.requires_grad_(True)
             loss = loss_fn(model(x_adv), y).sum()

@@ -22,6 +22,7 @@ from bench.models import check_arch
 from bench.precision import PRECISIONS
 from methods import get_method
 
+ATTACK_BN = ("eval", "train")
 #: lr decays at these fractions of the epochs (60 and 75 of 80 in the official REAT code)
 MILESTONE_FRACTIONS = (0.75, 0.9375)
 Check = Callable[[str, Any], Any]
@@ -110,6 +111,13 @@ class RunConfig:
     compile: bool = setting(False, boolean)  # torch.compile the backbone and head
     #: balanced (the official test split) or lt (the run's UR applied to the test split as well)
     test_profile: str = setting("balanced", choice(*TEST_PROFILES))
+    #: BatchNorm while the training attack crafts: eval (running statistics) or train (batch statistics,
+    #: running statistics frozen, as RobustLT's code does)
+    attack_bn: str = setting("eval", choice(*ATTACK_BN), hashed_default=False)
+    #: adversarial weight perturbation around any method's outer loss (0: off; bench/awp.py)
+    awp_gamma: float = setting(0.0, number(), hashed_default=False)
+    awp_warmup: int = setting(0, number(integer=True), hashed_default=False)  # epochs without AWP
+    awp_lr: float = setting(0.01, number(positive=True), hashed_default=False)  # the proxy's SGD step
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -257,6 +265,9 @@ def build_config(
                                              if 0 < (m := round(f * values["epochs"])) < values["epochs"]}))
     seed = number(integer=True)("seed", seed)
     params = get_method(method).resolve_params(method_params or {}, dataset)
+    if values["awp_gamma"] > 0 and get_method(method).weight_perturbation(params) is not None:
+        raise InputError(f"method {method} already perturbs weights (its own gamma); drop --set awp_gamma or "
+                         "train pgd-at with --set awp_gamma=...")
     return RunConfig(**{**values, "dataset": dataset, "ur": check_ur(ur, dataset), "arch": arch, "method": method,
                         "method_params": params, "preset": preset, "seed": seed})
 

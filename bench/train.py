@@ -15,7 +15,8 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from bench import store
-from bench.attacks import pgd
+from bench.attacks import batch_stats_mode, eval_mode, pgd
+from bench.awp import AWPSettings, WeightPerturbation
 from bench.config import RunConfig
 from bench.data import LongTailData, train_batches
 from bench.errors import BenchError
@@ -47,6 +48,8 @@ class Trainee:
     #: the eval-mode twin with BN folded into the convs, for the training attack and the per-epoch test
     #: (None: ``net`` itself)
     attack_net: FoldedNet | None = None
+    #: adversarial weight perturbation (None: off)
+    awp: WeightPerturbation | None = None
 
     def attack_model(self) -> torch.nn.Module:
         """The net the training attack differentiates, with the current weights folded in."""
@@ -64,12 +67,22 @@ def build_trainee(cfg: RunConfig, data: LongTailData, device: torch.device) -> T
     net = net.to(memory_format=memory_format(cfg.arch))
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 **sgd_kernel(device))
+    settings = awp_settings(cfg, method)
+    awp = WeightPerturbation(net, settings) if settings is not None else None
     precision = resolve_precision(cfg.precision, device.type)
     if cfg.compile:  # compiled graphs fuse BN themselves
         net.backbone.compile()
         net.head.compile()
-        return Trainee(net, method, optimizer, precision)
-    return Trainee(net, method, optimizer, precision, fold_batchnorm(net))
+        return Trainee(net, method, optimizer, precision, awp=awp)
+    return Trainee(net, method, optimizer, precision, fold_batchnorm(net), awp)
+
+
+def awp_settings(cfg: RunConfig, method: Method) -> AWPSettings | None:
+    """The method's own weight perturbation (``awp``), else the run's (``awp_gamma`` > 0), else None."""
+    own = method.weight_perturbation(method.p)
+    if own is not None:
+        return own
+    return AWPSettings(cfg.awp_gamma, cfg.awp_warmup, cfg.awp_lr) if cfg.awp_gamma > 0 else None
 
 
 def lr_at(cfg: RunConfig, epoch: int) -> float:
@@ -124,36 +137,59 @@ def attack_steps(cfg: RunConfig, method: Method) -> int:
     return cfg.steps if method.attack_steps is None else method.attack_steps
 
 
+def outer_loss(precision: str, method: Method, net: Net, x_adv: Tensor, x: Tensor, y: Tensor
+               ) -> tuple[Tensor, Output]:
+    """The method's training loss of ``net`` (train mode, in ``precision``) and the AEs' output."""
+    with autocast(precision, x.device):
+        out_adv = net.forward_features(x_adv)
+        out_clean = net.forward_features(x) if method.needs_clean_output else None
+    out_adv = Output(*(o.float() for o in out_adv))
+    out_clean = Output(*(o.float() for o in out_clean)) if out_clean is not None else None
+    return method.train_loss(out_adv, y, out_clean), out_adv
+
+
+def craft(cfg: RunConfig, t: Trainee, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The method's training AEs and the clean logits, with BatchNorm as ``cfg.attack_bn`` says."""
+    method = t.method
+    steps = attack_steps(cfg, method)
+    train_bn = cfg.attack_bn == "train"
+    model = with_precision(t.net if train_bn else t.attack_model(), t.precision)
+    with torch.no_grad(), batch_stats_mode(model) if train_bn else eval_mode(model):
+        clean_logits = model(x)
+    if steps == 0:
+        return x, clean_logits
+    eps, step_size = method.attack_budget(y, cfg.eps, cfg.step_size)
+    x_adv = pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, start_eps=cfg.eps,
+                loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
+                start=method.attack_start, generator=generator, train_bn=train_bn)
+    return x_adv, clean_logits
+
+
 def train_step(cfg: RunConfig, t: Trainee, x: Tensor, y: Tensor, generator: torch.Generator,
                stats: EpochStats, batch: int) -> None:
     """One adversarial training step (the method's PGD attack, then the update) in the run's precision.
 
+    With AWP the update is taken at the adversarially perturbed weights, which are restored afterwards.
     No host synchronisation: statistics and the non-finite-loss flag are accumulated in ``stats``.
     """
     net, method = t.net, t.method
-    steps = attack_steps(cfg, method)
     x = x.contiguous(memory_format=memory_format(cfg.arch))
     with record_function("ltbench.attack"):
-        net.eval()
-        model = with_precision(t.attack_model(), t.precision)
-        with torch.no_grad():
-            clean_logits = model(x)
-        x_adv = x if steps == 0 else pgd(
-            model, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=steps,
-            loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
-            start=method.attack_start, generator=generator)
+        x_adv, clean_logits = craft(cfg, t, x, y, generator)
+    net.train()
+    diff = None
+    if t.awp is not None and t.awp.active:
+        with record_function("ltbench.awp"):
+            diff = t.awp.compute(net, lambda proxy: outer_loss(t.precision, method, proxy, x_adv, x, y)[0])
+            t.awp.perturb(net, diff)
     with record_function("ltbench.update_forward"):
-        net.train()
-        with autocast(t.precision, x.device):
-            out_adv = net.forward_features(x_adv)
-            out_clean = net.forward_features(x) if method.needs_clean_output else None
-        out_adv = Output(*(o.float() for o in out_adv))
-        out_clean = Output(*(o.float() for o in out_clean)) if out_clean is not None else None
-        loss = method.train_loss(out_adv, y, out_clean)
+        loss, out_adv = outer_loss(t.precision, method, net, x_adv, x, y)
     with record_function("ltbench.update_backward"):
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t.optimizer.step()
+    if diff is not None:
+        t.awp.restore(net, diff)
     with record_function("ltbench.bookkeeping"), torch.no_grad():
         stats.add(batch, loss.detach(), y, clean_logits, out_adv.logits)
 
@@ -176,7 +212,7 @@ def train_epoch(
     n = data.y_train.numel()
     hist_list = stats.hist.tolist()
     t.method.end_epoch(stats.hist)
-    return {
+    return budget_log(cfg, t.method, data.num_classes) | {
         "loss": stats.loss_sum.item() / n,
         "train_clean_acc": stats.clean_correct.item() / n,
         "train_adv_acc": stats.adv_correct.item() / n,
@@ -184,6 +220,12 @@ def train_epoch(
         "ae_pred_entropy": entropy(hist_list),
         "attack_steps": attack_steps(cfg, t.method),
     }
+
+
+def budget_log(cfg: RunConfig, method: Method, num_classes: int) -> dict[str, Any]:
+    """``attack_eps_c``, each class's training-attack budget this epoch, for a method with class-wise budgets."""
+    eps, _ = method.attack_budget(torch.arange(num_classes, device=method.device), cfg.eps, cfg.step_size)
+    return {"attack_eps_c": eps.flatten().tolist()} if isinstance(eps, Tensor) else {}
 
 
 def checkpoint_state(t: Trainee, epoch: int, history: list[dict[str, Any]], best: float) -> dict[str, Any]:
@@ -238,6 +280,8 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
         t.method.begin_epoch(epoch, cfg.epochs)
+        if t.awp is not None:
+            t.awp.begin_epoch(epoch)
         lr = lr_at(cfg, epoch)
         for group in t.optimizer.param_groups:
             group["lr"] = lr

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.awp import AWPSettings
 from bench.errors import InputError, unknown_name
 from bench.models.net import Output
 
@@ -112,6 +113,15 @@ class Method:
         """Scalar loss minimised on the adversarial (and, if requested, clean) forward pass."""
         return F.cross_entropy(out_adv.logits, y)
 
+    def attack_budget(self, y: Tensor, eps: float, step_size: float) -> tuple[float | Tensor, float | Tensor]:
+        """The training attack's L-inf radius and step size: the run's, or (B, 1, 1, 1) tensors per sample."""
+        return eps, step_size
+
+    @classmethod
+    def weight_perturbation(cls, params: Mapping[str, Any]) -> AWPSettings | None:
+        """The method's own adversarial weight perturbation (``awp``); None: the run's ``awp_gamma`` decides."""
+        return None
+
     def begin_epoch(self, epoch: int, num_epochs: int) -> None:
         """Called before every epoch with its absolute 0-based index, also after a resume."""
 
@@ -132,6 +142,9 @@ class Method:
 
 
 REGISTRY: dict[str, type[Method]] = {}
+#: wrappers usable as ``WRAPPER+METHOD`` (e.g. ``robustlt+at-bsl``): name -> class factory over the base class
+WRAPPERS: dict[str, Callable[[type[Method]], type[Method]]] = {}
+_WRAPPED: dict[str, type[Method]] = {}
 
 
 def register(name: str) -> Callable[[type[Method]], type[Method]]:
@@ -147,8 +160,27 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
     return add
 
 
+def register_wrapper(name: str) -> Callable[[Callable[[type[Method]], type[Method]]], Callable]:
+    """Decorator: add a factory that wraps any registered method, used as ``name+METHOD``."""
+
+    def add(factory: Callable[[type[Method]], type[Method]]) -> Callable[[type[Method]], type[Method]]:
+        WRAPPERS[name] = factory
+        return factory
+
+    return add
+
+
 def get_method(name: str) -> type[Method]:
-    """The registered method class called ``name``."""
+    """The registered method class called ``name``, or ``WRAPPER+METHOD`` built from a wrapper and a method."""
+    wrapper, plus, base = name.partition("+")
+    if plus and wrapper in WRAPPERS:
+        if base not in REGISTRY:
+            raise unknown_name(f"method for {wrapper}+", base, list(REGISTRY))
+        if name not in _WRAPPED:
+            cls = WRAPPERS[wrapper](REGISTRY[base])
+            cls.name = name
+            _WRAPPED[name] = cls
+        return _WRAPPED[name]
     if name not in REGISTRY:
-        raise unknown_name("method", name, list(REGISTRY))
+        raise unknown_name("method", name, [*REGISTRY, *(f"{w}+METHOD" for w in WRAPPERS)])
     return REGISTRY[name]

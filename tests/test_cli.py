@@ -69,7 +69,8 @@ def test_overrides_change_the_run_hash(tmp_path, tiny_args):
 def test_list_shows_every_registry():
     result = run(["list"])
     assert result.exit_code == 0
-    for name in ("pgd-at", "cnn-small", "wrn-34-10", "fashion-mnist", "cifar100", "paper", "quick", "smoke"):
+    for name in ("pgd-at", "cnn-small", "wrn-34-10", "fashion-mnist", "cifar100", "paper", "quick", "smoke", "awp",
+                 "robustlt+METHOD", "robustlt_alpha", "robustlt_beta"):
         assert name in result.output
 
 

@@ -175,7 +175,7 @@ def test_bad_grid_files_name_the_valid_choices(text, message):
 
 
 @pytest.mark.parametrize("name, count", [("paper-main", 108), ("ablation", 11), ("fmnist-quick", 18),
-                                         ("taet-protocol", 16), ("fmnist-reference", 48), ("fmnist-ur-sweep", 28),
+                                         ("taet-protocol", 16), ("fmnist-reference", 72), ("fmnist-ur-sweep", 28),
                                          ("rbl-logit", 10), ("bf16-numerics", 12), ("fmnist-eps-curve", 8)])
 def test_shipped_grids_expand(name, count):
     runs = expand(load_grid(name))
@@ -194,6 +194,16 @@ def test_reference_grids_share_their_runs():
     assert {c.run_id for c in official} <= reference and len(official) == 2
     assert {c.method_params["rbl_tau"] for c in logit if c not in official} == {-1.0, 0.5, 1.0, 2.0}
     assert {(c.preset, c.epochs, c.steps) for c in [*sweep, *logit]} == {("quick", 10, 5)}
+
+
+def test_fmnist_reference_keeps_the_committed_run_ids():
+    """The 24 AWP and RobustLT runs are new; the 48 committed runs (fp32) keep their ids."""
+    runs = expand(load_grid("fmnist-reference"), fields={"precision": "fp32"})
+    committed = {p.parent.name for p in (Path(__file__).parents[1] / "results" / "reference").glob("*/done")}
+    old = {c.run_id for c in runs if c.method in ("pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat", "taet")}
+    assert len(old) == 48 and old <= committed
+    new = {c.method for c in runs if c.run_id not in old}
+    assert new == {"awp", "robustlt+pgd-at", "robustlt+at-bsl", "robustlt+reat"}
 
 
 def test_shipped_grid_contents():
@@ -480,3 +490,18 @@ def test_bf16_numerics_trains_each_run_in_both_precisions():
     for c in runs:
         pairs[(c.method, c.seed)].add(c.precision)
     assert pairs == {(m, s): {"fp32", "bf16"} for m in ("pgd-at", "reat") for s in (0, 1, 2)}
+
+
+def test_a_grid_sweeps_robustlt_next_to_its_base():
+    text = """
+datasets = ["fashion-mnist"]
+archs = ["cnn-small"]
+urs = [100]
+methods = ["at-bsl", "robustlt+at-bsl"]
+seeds = [0]
+[sweep]
+"robustlt+at-bsl".robustlt_alpha = [0.2, 0.4]
+"""
+    runs = expand(parse_grid(text, "t"))
+    assert [(c.method, c.method_params.get("robustlt_alpha")) for c in runs] == [
+        ("at-bsl", None), ("robustlt+at-bsl", 0.2), ("robustlt+at-bsl", 0.4)]

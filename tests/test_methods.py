@@ -20,6 +20,8 @@ from methods.tail_loss import tail_mask, tail_official, tail_paper
 
 COUNTS = [40, 20, 10, 6, 3]  # C = 5, TAIL's tail set 2 * (5 // 3) + 1 .. 4 = {3, 4}
 EPS, STEP = 8 / 255, 2 / 255
+#: every registered method and RobustLT around a few of them (each base's own start, head and state)
+NAMES = sorted(REGISTRY) + [f"robustlt+{base}" for base in ("pgd-at", "trades", "robal", "reat", "taet", "awp")]
 
 
 def make(name: str, counts: list[int] = COUNTS, dataset: str = "cifar10", **overrides: object) -> Method:
@@ -48,12 +50,12 @@ def tiny_net(method: Method, seed: int = 0) -> Net:
 
 
 def test_registry_names() -> None:
-    assert set(REGISTRY) == {"pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat", "taet"}
+    assert set(REGISTRY) == {"pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat", "taet", "awp"}
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", NAMES)
 def test_summary_and_param_help(name: str) -> None:
-    cls = REGISTRY[name]
+    cls = get_method(name)
     assert cls.name == name and cls.summary
     for param in cls.params:
         assert param.help and "\n" not in param.help
@@ -61,7 +63,7 @@ def test_summary_and_param_help(name: str) -> None:
         assert set(cls.resolve_params({}, dataset)) == {p.name for p in cls.params}
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", NAMES)
 def test_training_step_contract(name: str) -> None:
     """One batch as the training core runs it: finite loss and gradients; the state survives a checkpoint."""
     method = make(name)
@@ -105,7 +107,7 @@ def test_training_step_contract(name: str) -> None:
         assert torch.equal(torch.as_tensor(restored.state_dict()[key]), torch.as_tensor(value))
 
 
-@pytest.mark.parametrize("name", ["pgd-at", "trades", "at-bsl", "rbl", "tail", "reat", "taet"])
+@pytest.mark.parametrize("name", ["pgd-at", "trades", "at-bsl", "rbl", "tail", "reat", "taet", "awp"])
 def test_predict_is_identity(name: str) -> None:
     logits = torch.randn(3, len(COUNTS))
     assert torch.equal(make(name).predict(logits), logits)
@@ -131,6 +133,7 @@ def test_attack_starts_and_clean_output() -> None:
         "tail": "uniform",
         "reat": "uniform",
         "taet": "normal",
+        "awp": "uniform",
     }
     assert {name for name in REGISTRY if REGISTRY[name].needs_clean_output} == {"trades", "robal"}
 
@@ -266,6 +269,22 @@ def test_f1_official_rbl_equals_ce_pgd() -> None:
     x_ce = attack(net, x, y, lambda z, t: F.cross_entropy(z, t, reduction="none"))
     assert torch.equal(attack(net, x, y, official.loss), x_ce)
     assert not torch.equal(attack(net, x, y, logit.loss), x_ce)
+
+
+def test_f1_does_not_hold_with_train_mode_batchnorm() -> None:
+    """attack_bn=train: the batch statistics couple the samples, so the class weights of the official RBL reach
+    other samples' gradients and change the AEs."""
+    counts = torch.tensor([50.0, 20, 8, 3])
+    net = tiny_net(make("pgd-at", [50, 20, 8, 3]), seed=0)
+    net.head = nn.Linear(8, 4)
+    torch.manual_seed(5)
+    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 3])
+    official = RBLAttack(counts)
+    official.end_epoch(torch.tensor([70, 10, 0, 1]))
+    crafted = [pgd(net, x, y, eps=EPS, step_size=STEP, steps=10, loss_fn=loss, train_bn=True,
+                   generator=torch.Generator().manual_seed(7))
+               for loss in (official.loss, lambda z, t: F.cross_entropy(z, t, reduction="none"))]
+    assert not torch.equal(*crafted)
 
 
 def entropy(hist: Tensor) -> float:

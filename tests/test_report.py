@@ -6,12 +6,14 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from bench.errors import BenchError, InputError
 from bench.report import collect, problem_runs, write_report
-from bench.report.labels import method_labels, method_palette
+from bench.report.feature_plots import tsne_grid
+from bench.report.labels import method_labels, method_markers, method_palette
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress"]
 COUNTS = [600, 190, 60, 20]
@@ -344,3 +346,27 @@ def test_a_report_can_be_limited_to_some_runs(tmp_path: Path) -> None:
         write_run(tmp_path, method, 0)
     index = write_report(tmp_path, tmp_path / "out", run_ids={run_id("rbl", 0)}).read_text()
     assert "1 finished runs used" in index and run_id("pgd-at", 0) not in index
+
+
+TWELVE = ["pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat", "taet", "awp", "robustlt+pgd-at",
+          "robustlt+at-bsl", "robustlt+reat"]
+
+
+def test_twelve_methods_get_distinct_colours_and_markers() -> None:
+    palette = method_palette(TWELVE)
+    assert list(palette)[-3:] == ["robustlt+pgd-at", "robustlt+at-bsl", "robustlt+reat"]  # after every base
+    colours = np.array(list(palette.values()))
+    gaps = np.linalg.norm(colours[:, None] - colours[None], axis=2) + np.eye(len(colours))
+    assert gaps.min() > 0.1  # no two near-identical colours (pgd-at and taet were two pinks)
+    assert len(set(method_markers(palette).values())) == 12
+
+
+def test_tsne_maps_wrap_into_at_most_four_columns() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 5)
+    maps = [(m, [rng.normal(size=(20, 2)), rng.normal(size=(20, 2))]) for m in TWELVE]
+    fig = tsne_grid(maps, labels, ["a", "b", "c", "d"], [40, 30, 20, 10], [3], ["clean", "PGD-20"], "t")
+    shown = [ax for ax in fig.axes if ax.axison]
+    assert len(shown) == 24 and {ax.get_subplotspec().colspan.start for ax in shown} == {0, 1, 2, 3}
+    assert [ax.get_title() for ax in shown if ax.get_title()] == TWELVE
+    assert fig.get_size_inches()[0] < 14

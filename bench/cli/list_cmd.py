@@ -9,7 +9,7 @@ from rich.table import Table
 from bench.config import PRESETS
 from bench.data import DATASETS
 from bench.models import ARCHS
-from methods import REGISTRY
+from methods import REGISTRY, WRAPPERS, get_method
 
 WHAT = ("methods", "archs", "datasets", "presets")
 
@@ -18,9 +18,14 @@ def methods_table() -> Table:
     table = Table(title="methods (set parameters with --set METHOD.PARAM=VALUE)")
     for col in ("method", "parameter", "default", "choices", "help"):
         table.add_column(col)
-    for name, cls in REGISTRY.items():
-        table.add_row(f"[bold]{name}[/bold]", "", "", "", cls.summary)
-        for p in cls.params:
+    rows = [(name, cls.summary, cls.params) for name, cls in REGISTRY.items()]
+    for wrapper, factory in WRAPPERS.items():  # a wrapper's own parameters; the base's follow them
+        base = next(iter(REGISTRY))
+        own = get_method(f"{wrapper}+{base}").params[:-len(REGISTRY[base].params) or None]
+        rows.append((f"{wrapper}+METHOD", " ".join((factory.__doc__ or "").split()) + " (METHOD: any above)", own))
+    for name, summary, params in rows:
+        table.add_row(f"[bold]{name}[/bold]", "", "", "", summary)
+        for p in params:
             choices = ", ".join(map(str, p.choices)) if p.choices else ""
             table.add_row("", p.name, repr(p.default), choices, p.help)
     return table

@@ -8,10 +8,12 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.report.plots import Palette, _class_ticks, _figure, _legend_right, _methods, _shade_groups
+from bench.report.plots import Palette, _class_ticks, _figure, _legend_right, _shade_groups, method_lines
 
 #: classes above this count get no legend entries in t-SNE maps (tail colours, others grey)
 _MAX_LEGEND_CLASSES = 20
+#: t-SNE maps wrap into rows of at most this many methods
+_MAX_TSNE_COLUMNS = 4
 
 
 def _class_colours(num_classes: int, tail: list[int]) -> dict[int, tuple]:
@@ -26,17 +28,25 @@ def _class_colours(num_classes: int, tail: list[int]) -> dict[int, tuple]:
 
 def tsne_grid(maps: list[tuple[str, list[np.ndarray]]], labels: np.ndarray, classes: list[str],
               counts: list[int], tail: list[int], conditions: list[str], title: str) -> Figure:
-    """One column per method, one row per condition; tail classes drawn large, saturated and on top.
+    """One column per method (at most 4, then the next block of rows), one row per condition within a block;
+    tail classes drawn large, saturated and on top.
 
     ``maps``: (method label, one N x 2 array per condition), all on the same test images ``labels``.
     """
-    fig, axes = _figure(0.6 + 3.1 * len(maps), 0.5 + 3.0 * len(conditions), nrows=len(conditions),
-                        ncols=len(maps))
+    ncols = min(len(maps), _MAX_TSNE_COLUMNS)
+    blocks = -(-len(maps) // ncols)
+    fig, axes = _figure(0.6 + 3.1 * ncols, 0.5 + 3.0 * len(conditions) * blocks, nrows=len(conditions) * blocks,
+                        ncols=ncols)
+    for ax in axes.flat:
+        ax.set_axis_off()
     colours = _class_colours(len(classes), tail)
     order = [c for c in range(len(classes)) if c not in tail] + list(tail)
-    for col, (label, points) in enumerate(maps):
-        for row, xy in enumerate(points):
+    for i, (label, points) in enumerate(maps):
+        block, col = divmod(i, ncols)
+        for cond, xy in enumerate(points):
+            row = block * len(conditions) + cond
             ax = axes[row, col]
+            ax.set_axis_on()
             for c in order:
                 sel = labels == c
                 big = c in tail
@@ -46,10 +56,10 @@ def tsne_grid(maps: list[tuple[str, list[np.ndarray]]], labels: np.ndarray, clas
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
-            if row == 0:
+            if cond == 0:
                 ax.set_title(label)
             if col == 0:
-                ax.set_ylabel(conditions[row])
+                ax.set_ylabel(conditions[cond])
     if len(classes) <= _MAX_LEGEND_CLASSES:
         handles = [Line2D([], [], marker="o", ls="", color=colours[c], markeredgecolor="black" if c in tail else "none",
                           markersize=6 if c in tail else 4,
@@ -71,15 +81,13 @@ def per_class_metrics(data: pd.DataFrame, classes: list[str], counts: list[int],
     n = len(classes)
     fig, axes = _figure(1.5 + 3.6 * len(metrics), 0.6 + 3.2 * len(conditions), nrows=len(conditions),
                         ncols=len(metrics), sharex=True)
-    order, colours = _methods(data, palette)
     for row, cond in enumerate(conditions):
         for col, (metric, axis_label) in enumerate(metrics.items()):
             ax = axes[row, col]
             _shade_groups(ax, n)
             part = data[(data["condition"] == cond) & (data["metric"] == metric)]
-            sns.lineplot(data=part, x="class_idx", y="value", hue="Method", hue_order=order, palette=colours,
-                         marker="o" if n <= 30 else None, errorbar="sd", legend=row == 0 and col == len(metrics) - 1,
-                         ax=ax)
+            sns.lineplot(data=part, x="class_idx", y="value", errorbar="sd",
+                         legend=row == 0 and col == len(metrics) - 1, ax=ax, **method_lines(data, palette, n))
             if metric == "fisher" and (part["value"] > 0).any():
                 ax.set_yscale("log")
             ax.set_xlim(-0.5, n - 0.5)

@@ -11,7 +11,9 @@ from typing import Any
 import seaborn as sns
 
 #: registry order of the methods; reports list methods in this order, unknown ones after
-METHOD_ORDER = ("pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat", "taet")
+METHOD_ORDER = ("pgd-at", "trades", "robal", "at-bsl", "rbl", "tail", "reat", "taet", "awp")
+#: one marker per method label, in palette order (12 shapes, then they repeat with other colours)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 #: attack keys of eval.json in report order, with their display names
 ATTACK_NAMES = {"clean": "Clean", "fgsm": "FGSM", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw100": "CW-100",
                 "aa": "AA"}
@@ -30,10 +32,12 @@ def attack_sort_key(key: str) -> tuple[int, str]:
 
 
 def method_sort_key(label: str) -> tuple[int, str, str]:
-    """Registry order first, then alphabetical; a label starts with its method name."""
+    """Registry order first, then each wrapped method (``robustlt+at-bsl``) in its base's order, then
+    alphabetical; a label starts with its method name."""
     method = label.split(" (")[0]
-    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-    return (rank, method, label)
+    base = method.partition("+")[2] or method
+    rank = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+    return (rank + (len(METHOD_ORDER) + 1 if "+" in method else 0), method, label)
 
 
 def group_title(dataset: str, arch: str, ur: float | None = None) -> str:
@@ -98,7 +102,21 @@ def method_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 
 def method_palette(labels: Iterable[str]) -> dict[str, tuple[float, float, float]]:
-    """One colour per method label, assigned once in registry order; every figure uses this map."""
+    """One colour per method label, assigned once in registry order; every figure uses this map.
+
+    Up to 10 labels: the colour-blind palette; up to 20: its 10 colours, then seaborn's 10 dark ones
+    (``method_markers`` gives every label its own marker as well); beyond 20: evenly spaced hues.
+    """
     ordered = sorted(set(labels), key=method_sort_key)
-    colours = sns.color_palette("colorblind" if len(ordered) <= 10 else "husl", len(ordered))
+    if len(ordered) <= 10:
+        colours = sns.color_palette("colorblind", len(ordered))
+    elif len(ordered) <= 20:
+        colours = (sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10))[:len(ordered)]
+    else:
+        colours = sns.color_palette("husl", len(ordered))
     return dict(zip(ordered, colours, strict=True))
+
+
+def method_markers(palette: Iterable[str]) -> dict[str, str]:
+    """One marker per method label of ``palette``, in its order, so that marker and colour together differ."""
+    return {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(palette)}

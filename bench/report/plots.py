@@ -1,7 +1,8 @@
 """Seaborn figure builders. Each returns a matplotlib Figure on an Agg canvas (no pyplot state).
 
 Inputs are tidy frames with accuracies in % and a ``Method`` column; ``palette`` maps every method
-label to its colour so that a method looks the same in every figure.
+label to its colour, and its order gives every label its marker (``method_markers``), so that a method looks
+the same in every figure.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from bench.report.labels import attack_name, method_sort_key
+from bench.report.labels import attack_name, method_markers, method_sort_key
 
 Palette = Mapping[str, tuple[float, float, float]]
 #: at most this many class names on an axis; more classes show every k-th name
@@ -45,6 +46,17 @@ def _figure(width: float, height: float, **subplots: object) -> tuple[Figure, np
 def _methods(data: pd.DataFrame, palette: Palette) -> tuple[list[str], dict]:
     order = sorted(data["Method"].unique(), key=method_sort_key)
     return order, {m: palette[m] for m in order}
+
+
+def method_lines(data: pd.DataFrame, palette: Palette, points: int) -> dict:
+    """Seaborn keywords for one line per method with its colour and its marker (on every point, or on about 15
+    of them when a line has more than 30)."""
+    order, colours = _methods(data, palette)
+    markers = method_markers(palette)
+    style = {"markevery": math.ceil(points / 15)} if points > _MAX_CLASS_TICKS else {}
+    return {"hue": "Method", "hue_order": order, "palette": colours, "style": "Method", "style_order": order,
+            "markers": {m: markers[m] for m in order}, "dashes": False, "markeredgecolor": "white",
+            "markersize": 6, **style}
 
 
 def _legend_right(ax: Axes) -> None:
@@ -92,9 +104,7 @@ def per_class(data: pd.DataFrame, classes: list[str], counts: list[int], attack:
     fig, axes = _figure(min(max(6.5, 2.5 + 0.5 * n), 16.0), 4.5)
     ax = axes[0, 0]
     _shade_groups(ax, n)
-    order, colours = _methods(data, palette)
-    sns.lineplot(data=data, x="class_idx", y="acc", hue="Method", hue_order=order, palette=colours,
-                 marker="o" if n <= _MAX_CLASS_TICKS else None, errorbar="sd", ax=ax)
+    sns.lineplot(data=data, x="class_idx", y="acc", errorbar="sd", ax=ax, **method_lines(data, palette, n))
     _class_ticks(ax, classes, counts)
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_ylim(0, min(100.0, data["acc"].max() * 1.1 + 8))
@@ -156,16 +166,18 @@ def ae_distribution(panels: list[tuple[str, pd.DataFrame]], classes: list[str], 
 
 
 def robust_vs_clean(data: pd.DataFrame, palette: Palette, attack: str, title: str) -> Figure:
-    """One point per run: clean accuracy against robust accuracy; marker style by UR when several.
+    """One point per run: clean accuracy against robust accuracy; marker size by UR when several.
 
     ``data``: one row per run with ``Method``, ``UR``, ``clean``, ``robust``.
     """
     fig, axes = _figure(7.0, 4.5)
     ax = axes[0, 0]
     order, colours = _methods(data, palette)
+    markers = method_markers(palette)
     urs = sorted(data["UR"].unique(), key=float)
+    sizes = {"size": "UR", "size_order": urs, "sizes": (40, 110)} if len(urs) > 1 else {"s": 70}
     sns.scatterplot(data=data, x="clean", y="robust", hue="Method", hue_order=order, palette=colours,
-                    style="UR" if len(urs) > 1 else None, style_order=urs, s=70, ax=ax)
+                    style="Method", style_order=order, markers={m: markers[m] for m in order}, ax=ax, **sizes)
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel(f"{attack_name(attack)} accuracy (%)")
     ax.set_title(title)
@@ -179,12 +191,11 @@ def accuracy_vs_ur(data: pd.DataFrame, palette: Palette, attack: str, title: str
     ``data``: one row per run with ``Method``, ``ur``, ``acc``, ``tail``.
     """
     fig, axes = _figure(10.5, 4.2, ncols=2, sharey=True)
-    order, colours = _methods(data, palette)
     urs = sorted(data["ur"].unique())
     names = ("overall", "tail (last third of the classes)")
     for i, (ax, column, name) in enumerate(zip(axes[0], ("acc", "tail"), names, strict=True)):
-        sns.lineplot(data=data, x="ur", y=column, hue="Method", hue_order=order, palette=colours, marker="o",
-                     errorbar="sd", legend=i == 1, ax=ax)
+        sns.lineplot(data=data, x="ur", y=column, errorbar="sd", legend=i == 1, ax=ax,
+                     **method_lines(data, palette, len(urs)))
         ax.set_xscale("log")
         ax.set_xticks(urs, [f"{u:g}" for u in urs])
         ax.xaxis.set_minor_locator(NullLocator())
@@ -202,11 +213,9 @@ def training_curves(data: pd.DataFrame, palette: Palette, columns: dict[str, str
     ``data``: one row per (run, epoch) with ``Method``, ``epoch`` and the columns in %.
     """
     fig, axes = _figure(4.2 * len(columns) + 2.0, 4.0, ncols=len(columns))
-    order, colours = _methods(data, palette)
+    lines = method_lines(data, palette, data["epoch"].nunique())
     for i, (ax, (column, label)) in enumerate(zip(axes[0], columns.items(), strict=True)):
-        sns.lineplot(data=data, x="epoch", y=column, hue="Method", hue_order=order, palette=colours,
-                     marker="o" if data["epoch"].nunique() <= 20 else None, errorbar="sd",
-                     legend=i == len(columns) - 1, ax=ax)
+        sns.lineplot(data=data, x="epoch", y=column, errorbar="sd", legend=i == len(columns) - 1, ax=ax, **lines)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
