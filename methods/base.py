@@ -139,7 +139,7 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
     def add(cls: type[Method]) -> type[Method]:
         if name in REGISTRY:
-            raise ValueError(f"method {name!r} registered twice")
+            raise InputError(f"method {name!r} is already registered; give the plugin's method another name")
         cls.name = name
         REGISTRY[name] = cls
         return cls
@@ -148,7 +148,10 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
 
 def get_method(name: str) -> type[Method]:
-    """The registered method class called ``name``."""
+    """The registered method class called ``name`` (plugins load on the first call)."""
+    from bench import plugins
+
+    plugins.load()
     if name not in REGISTRY:
         raise unknown_name("method", name, list(REGISTRY))
     return REGISTRY[name]
