@@ -93,7 +93,8 @@ def state_round_trip(cls: type[Method], dataset: str = "cifar10") -> None:
     before, after = method.state_dict(), restored.state_dict()
     assert before.keys() == after.keys(), f"{cls.__name__}: state keys {sorted(before)} came back as {sorted(after)}"
     for key, value in before.items():
-        assert torch.equal(torch.as_tensor(after[key]), torch.as_tensor(value)), f"{cls.__name__}: state {key!r} differs"
+        same = torch.equal(torch.as_tensor(after[key]), torch.as_tensor(value))
+        assert same, f"{cls.__name__}: state {key!r} differs after the round trip"
 
 
 class _Quiet(Progress):
