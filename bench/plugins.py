@@ -93,7 +93,8 @@ def _import_module(spec: str) -> None:
     except BenchError as err:
         raise InputError(f"plugin {spec}: {err}") from None
     except Exception as err:
-        hint = " (install it, or pass its .py file)" if isinstance(err, ModuleNotFoundError) else ""
+        missing = isinstance(err, ModuleNotFoundError) and err.name and f"{spec}.".startswith(f"{err.name}.")
+        hint = " (install it, or pass its .py file)" if missing else ""
         raise InputError(f"plugin {spec} failed to import: {type(err).__name__}: {err}{hint}") from None
     _imported.add(spec)
     origin = {"module": module.__name__, "sha256": _sha256(module)}

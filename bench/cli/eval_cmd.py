@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import store
+from bench.cli.external_opts import evaluate_outside, external_options, outside_model
 from bench.cli.options import data_root_option, device_option, progress_option
 from bench.config import check_preset
 from bench.errors import BenchError, InputError
@@ -99,7 +100,7 @@ def find_runs(target: str, out: Path) -> tuple[list[Path], bool]:
 
 
 @click.command("eval")
-@click.argument("target")
+@click.argument("target", required=False)
 @click.option("--suite", default=None, type=click.Choice(list(SUITES)),
               help="attack suite [the one recorded in eval.json, else the run's preset's]")
 @click.option("--attacks", default=None, metavar="A,B", help=f"attacks instead of a suite: {', '.join(ATTACK_KEYS)}")
@@ -115,17 +116,24 @@ def find_runs(target: str, out: Path) -> tuple[list[Path], bool]:
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(EVAL_PRECISIONS),
               help="bf16: attacks under bf16 autocast (faster, recorded with the results); never inherited")
 @click.option("--wait", is_flag=True, help="wait for runs that another process holds, instead of skipping")
+@external_options
 @device_option
 @data_root_option
 @progress_option
-def command(target: str, suite: str | None, attacks: str | None, n: int | str | None, batch_size: int,
+def command(target: str | None, suite: str | None, attacks: str | None, n: int | str | None, batch_size: int,
             checkpoint: str, eps: float | None, step_size: float | None, out: Path, precision: str, wait: bool,
-            device: str, data_root: str | None, progress: bool) -> None:
-    """Evaluate the trained runs that TARGET names: a run folder, a results folder, or a grid (file or name).
+            device: str, data_root: str | None, progress: bool, **outside: Any) -> None:
+    """Evaluate the trained runs that TARGET names: a run folder, a results folder, or a grid (file or name);
+    or an outside model (--model PKG.MODULE:FACTORY or --arch A, with --weights FILE, --dataset and --ur)
+    into a run folder under --out.
 
     Results go to each run's eval.json (eval-best.json for --checkpoint best). Each attack is saved when it
     finishes; a rerun only runs the attacks that are missing. Runs are never retrained.
     """
+    if outside_model(target, outside):
+        return evaluate_outside(outside, suite=suite, attacks=attacks, n=n, batch_size=batch_size,
+                                checkpoint=checkpoint, eps=eps, step_size=step_size, out=out, precision=precision,
+                                device=device, data_root=data_root, progress=progress)
     chosen = parse_attacks(attacks) if attacks is not None else None
     run_dirs, single = find_runs(target, out)
     torch_device = resolve_device(device)
