@@ -28,7 +28,8 @@ def run(
     methods: str | Sequence[str] = "pgd-at", *, dataset: str = "fashion-mnist", ur: float = 100,
     arch: str = "cnn-small", preset: str = "quick", seed: int = 0, settings: Mapping[str, Any] | None = None,
     suite: str | None = None, eval_n: int | str | None = None, out: str | Path = "results", force: bool = False,
-    device: str = "auto",    data_root: str | None = None, workers: int = 1, plugins: Iterable[str] = (), progress: bool = False,
+    device: str = "auto", data_root: str | None = None, workers: int = 1, plugins: Iterable[str] = (),
+    progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Train and evaluate ``methods`` (as ``bench run``; ``workers`` > 1 as ``bench grid --workers``).
 

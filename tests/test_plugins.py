@@ -184,7 +184,8 @@ def test_the_installed_example_plugin_is_listed_trained_and_reported(venv, tmp_p
     assert record["config"]["method_params"] == {"beta": 6.0}
     table = "".join(p.read_text() for p in (tmp_path / "report").rglob("accuracy_*.md"))
     assert "| mart " in table
-    grid = write(tmp_path / "g.toml", 'datasets = ["cifar10"]\narchs = ["cnn-small"]\nurs = [10]\nmethods = ["mart"]\npreset = "smoke"\n'
+    grid = write(tmp_path / "g.toml", 'datasets = ["cifar10"]\narchs = ["cnn-small"]\nurs = [10]\nmethods = ["mart"]\n'
+                 'preset = "smoke"\n'
                  "[sweep.mart]\nbeta = [1.0, 6.0]\n")
     gridded = bench_in(venv, "grid", str(grid), "--workers", "2", "--out", str(out), "--data-root", str(cifar_root),
                        "--eval-n", "20", "--set", "steps=1", "--set", "epoch_eval_n=20", "--set", "batch_size=32",
