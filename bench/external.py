@@ -169,7 +169,6 @@ def evaluate_external(
     if model is None and (arch is None or weights is None):
         raise InputError("an outside model needs --model PKG.MODULE:FACTORY, or --arch A with --weights FILE")
     info = dataset_info(dataset)
-    data = external_data(dataset, ur, data_root, device)
     if isinstance(model, nn.Module):
         net, name = model, type(model).__name__
         model = f"{type(model).__module__}.{type(model).__qualname__} (a Python object)"
@@ -181,6 +180,7 @@ def evaluate_external(
         net = build_model(arch, info.channels, lambda features: nn.Linear(features, info.num_classes))
         name = arch
     sha = load_weights(net, weights) if weights is not None else None
+    data = external_data(dataset, ur, data_root, device)
     label = label or (Path(weights).stem if weights is not None else name)
     if not label or "/" in label:
         raise InputError(f"--label must be a non-empty name without '/', got {label!r}")

@@ -186,12 +186,12 @@ def test_the_installed_example_plugin_is_listed_trained_and_reported(venv, tmp_p
     assert "| mart " in table
     grid = write(tmp_path / "g.toml", 'datasets = ["cifar10"]\narchs = ["cnn-small"]\nurs = [10]\nmethods = ["mart"]\n'
                  'preset = "smoke"\n'
-                 "[sweep.mart]\nbeta = [1.0, 6.0]\n")
+                 "[sweep.mart]\nbeta = [1.0, 3.0, 6.0]\n")
     gridded = bench_in(venv, "grid", str(grid), "--workers", "2", "--out", str(out), "--data-root", str(cifar_root),
                        "--eval-n", "20", "--set", "steps=1", "--set", "epoch_eval_n=20", "--set", "batch_size=32",
                        "--no-progress", cwd=tmp_path)
     assert gridded.returncode == 0, gridded.stderr
-    assert "1 already done" in gridded.stdout and "running 1" in gridded.stdout  # beta 6.0 is the run above
+    assert "1 already done" in gridded.stdout and "running 2" in gridded.stdout  # beta 6.0 is the run above
 
 
 @pytest.mark.slow
