@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import store
-from bench.cli.external_opts import evaluate_outside, external_options, outside_model
+from bench.cli.external_opts import evaluate_outside, external_options, is_external, outside_model
 from bench.cli.options import data_root_option, device_option, progress_option
 from bench.config import check_preset
 from bench.errors import BenchError, InputError
@@ -143,6 +143,12 @@ def command(target: str | None, suite: str | None, attacks: str | None, n: int |
             status = store.run_status(run_dir)
             if not single and status != "done":
                 records[run_dir.name] = f"not evaluated: {status}"
+                continue
+            if is_external(run_dir):
+                if single:
+                    raise InputError(f"{run_dir} holds an outside model; evaluate it with `bench eval --model ...` "
+                                     "or `--arch A --weights FILE` (its config.json names them)")
+                records[run_dir.name] = "not evaluated: outside model (bench eval --model)"
                 continue
             if not (run_dir / store.CKPT_DIR / f"{checkpoint}.pt").exists():
                 if single:
