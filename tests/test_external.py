@@ -121,3 +121,17 @@ def test_an_official_reat_resnet18_checkpoint_gives_the_numbers_of_the_same_weig
         assert external["attacks"][attack]["per_class_acc"] == trained["attacks"][attack]["per_class_acc"]
     df = api.load_results(out)
     assert set(df["method"]) == {"pgd-at", "reat_official"} and set(df["arch"]) == {"resnet18"}
+
+
+@pytest.mark.slow
+def test_api_run_and_load_results_read_what_the_cli_wrote(tmp_path, tiny_args):
+    out = tmp_path / "results"
+    ran = CliRunner().invoke(main, ["run", "--methods", "pgd-at", "--out", str(out), *tiny_args])
+    assert ran.exit_code == 0, ran.output
+    (run_dir,) = out.iterdir()
+    data_root = tiny_args[tiny_args.index("--data-root") + 1]
+    records = api.run("pgd-at", dataset="cifar10", ur=10, preset="smoke", eval_n=20, out=out, data_root=data_root,
+                      settings={"steps": 1, "epoch_eval_n": 20, "batch_size": 32})
+    assert records == {run_dir.name: json.loads((run_dir / "eval.json").read_text())}  # the same run, not retrained
+    df = api.load_results(out)
+    assert df.set_index("attack")["acc"].to_dict() == {k: v["acc"] for k, v in records[run_dir.name]["attacks"].items()}
