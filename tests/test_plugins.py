@@ -119,6 +119,25 @@ def test_a_plugin_method_arch_and_dataset_train_with_two_workers(tmp_path, isola
     assert bad.exit_code == 2 and "flat-ce.smoothing='lots' is not a valid float" in bad.output
 
 
+@pytest.mark.slow
+def test_a_plugin_option_reaches_slurm_jobs(tmp_path, isolated):
+    """--plugin FILE: the job (submitit's local cluster: a new process, like a SLURM job) loads it as well."""
+    module = write(tmp_path / "my_plugin.py", PLUGIN_MODULE)
+    out = tmp_path / "results"
+    result = invoke("run", "--plugin", str(module), "--methods", "flat-ce", "--dataset", "blobs", "--ur", "3",
+                    "--arch", "tiny-mlp", "--preset", "smoke", "--out", str(out), "--eval-n", "8", "--no-report",
+                    "--set", "epoch_eval_n=8", "--no-progress")
+    assert result.exit_code == 0, result.output
+    grid = write(tmp_path / "g.toml", 'datasets = ["blobs"]\narchs = ["tiny-mlp"]\nurs = [3]\nmethods = ["flat-ce"]\n'
+                 'preset = "smoke"\n[sweep.flat-ce]\nsmoothing = [0.1, 0.3]\n')
+    result = invoke("grid", str(grid), "--plugin", str(module), "--executor", "slurm", "--cluster", "local",
+                    "--out", str(out), "--eval-n", "8", "--set", "epoch_eval_n=8", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "1 already done" in result.output and "running 1 (slurm)" in result.output
+    assert all(json.loads((d / "config.json").read_text())["plugins"][0]["module"] == "my_plugin"
+               for d in out.iterdir() if d.name != "_slurm")
+
+
 @pytest.mark.parametrize(("source", "message"), [
     ("import no_such_package_xyz\n", "plugin {spec} failed to import: ModuleNotFoundError: No module named "
                                      "'no_such_package_xyz'"),
