@@ -64,7 +64,6 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     saved = (dict(REGISTRY), dict(models.ARCHS), dict(data.DATASETS), dict(data.LOADERS),
              dict(plugins._origins), set(plugins._imported), dict(plugins._state))
     monkeypatch.delenv(plugins.ENV, raising=False)
-    modules = set(sys.modules)
     yield
     for registry, before in zip((REGISTRY, models.ARCHS, data.DATASETS, data.LOADERS, plugins._origins),
                                 saved, strict=False):
@@ -73,8 +72,8 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     plugins._imported.clear()
     plugins._imported.update(saved[5])
     plugins._state.update(saved[6])
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
+    for name in ("my_plugin", "bad_plugin"):
+        sys.modules.pop(name, None)
 
 
 def invoke(*args: str) -> object:
