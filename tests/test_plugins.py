@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -175,8 +176,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           check=True, capture_output=True, text=True).stdout.strip()
     parents = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     Path(site, "parent_env.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in parents))
+    source = shutil.copytree(EXAMPLE, root / "src", ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--no-index", str(EXAMPLE)], check=True, capture_output=True)
+                    "--disable-pip-version-check", "--no-index", str(source)], check=True, capture_output=True)
     return root
 
 
