@@ -219,3 +219,24 @@ def test_the_example_plugin_passes_its_own_tests(venv, tmp_path):
     tests = subprocess.run([venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
                             str(EXAMPLE / "tests")], cwd=tmp_path, capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout[-3000:]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("no_such_module_xyz:Method", "plugin entry point 'boom' of unknown (ltbench.methods) failed to import: "
+                                  "ModuleNotFoundError: No module named 'no_such_module_xyz'"),
+    ("methods.pgd_at:PGDAT", "plugin entry point 'trades' of unknown (ltbench.methods): method 'trades' is already "
+                             "registered; give the plugin's method another name"),
+    ("bench.data:DATASETS", "plugin entry point 'boom' of unknown (ltbench.methods): method 'boom' must be a "
+                            "subclass of methods.Method"),
+])
+def test_a_broken_or_clashing_entry_point_is_one_line(isolated, monkeypatch, value, message):
+    from importlib.metadata import EntryPoint
+
+    name = "trades" if "pgd_at" in value else "boom"
+    found = {"ltbench.methods": [EntryPoint(name, value, "ltbench.methods")]}
+    monkeypatch.setattr(plugins, "entry_points", lambda group: found.get(group, []))
+    plugins._state["loaded"] = False
+    result = invoke("list", "methods")
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(f"error: {message}")
+    assert len(result.output.strip().splitlines()) == 1
