@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import reprlib
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -151,7 +152,7 @@ def _register_method(name: str, cls: Any) -> None:
     from methods.base import Method, register
 
     if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise InputError(f"method {name!r} must be a subclass of methods.Method, got {cls!r}")
+        raise InputError(f"method {name!r} must be a subclass of methods.Method, got {reprlib.repr(cls)}")
     register(name)(cls)
 
 
@@ -165,7 +166,7 @@ def register_arch(name: str, factory: Callable[[int], tuple[nn.Module, int]], de
     from bench.models import ARCHS
 
     if not callable(factory):
-        raise InputError(f"arch {name!r} must be a factory function, got {factory!r}")
+        raise InputError(f"arch {name!r} must be a factory function, got {reprlib.repr(factory)}")
     _taken("arch", name)
     summary = description or (factory.__doc__ or "").strip().split("\n")[0] or "(plugin)"
     ARCHS[name] = (factory, summary)
@@ -176,7 +177,7 @@ def register_dataset(name: str, loader: Any) -> None:
     from bench.data import DATASETS, LOADERS, DatasetLoader
 
     if not isinstance(loader, DatasetLoader):
-        raise InputError(f"dataset {name!r} must be a bench.data.DatasetLoader, got {loader!r}")
+        raise InputError(f"dataset {name!r} must be a bench.data.DatasetLoader, got {reprlib.repr(loader)}")
     if loader.info.name != name:
         raise InputError(f"dataset {name!r}: its DatasetInfo is named {loader.info.name!r}; use the same name")
     _taken("dataset", name)
