@@ -38,6 +38,14 @@ STATE_KEYS = ("state_dict", "model", "net")
 EXTERNAL_ARCH = "external"
 
 
+def is_external(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds an outside model's evaluation (its config.json has ``external``)."""
+    try:
+        return "external" in store.read_json(Path(run_dir) / store.CONFIG_FILE)
+    except (BenchError, OSError):
+        return False
+
+
 def import_factory(spec: str) -> Callable[..., nn.Module]:
     """``PKG.MODULE:FACTORY`` (or ``path/to/file.py:FACTORY``) -> the factory."""
     module_name, sep, attr = spec.partition(":")

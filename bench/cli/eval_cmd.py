@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import store
-from bench.cli.external_opts import evaluate_outside, external_options, is_external, outside_model
+from bench.cli.external_opts import evaluate_outside, external_options, outside_model
 from bench.cli.options import data_root_option, device_option, progress_option
 from bench.config import check_preset
 from bench.errors import BenchError, InputError
@@ -24,6 +24,7 @@ from bench.evalsettings import (
     eval_settings,
     parse_attacks,
 )
+from bench.external import is_external
 from bench.grid.locks import LockHeld, run_lock
 from bench.grid.spec import expand, load_grid
 from bench.progress import Progress

@@ -47,12 +47,6 @@ def outside_model(target: str | None, outside: dict[str, Any]) -> bool:
     return bool(given)
 
 
-def is_external(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds an outside model's evaluation (config.json has ``external``)."""
-    path = run_dir / store.CONFIG_FILE
-    return path.exists() and "external" in store.read_json(path)
-
-
 def evaluate_outside(outside: dict[str, Any], *, suite: str | None, attacks: str | None, n: int | str | None,
                      batch_size: int, checkpoint: str, eps: float | None, step_size: float | None, out: Path,
                      precision: str, device: str, data_root: str | None, progress: bool) -> None:
