@@ -65,6 +65,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     saved = (dict(REGISTRY), dict(models.ARCHS), dict(data.DATASETS), dict(data.LOADERS),
              dict(plugins._origins), set(plugins._imported), dict(plugins._state))
     monkeypatch.delenv(plugins.ENV, raising=False)
+    plugins._state["loaded"] = False  # earlier tests loaded the plugins of an empty environment
     yield
     for registry, before in zip((REGISTRY, models.ARCHS, data.DATASETS, data.LOADERS, plugins._origins),
                                 saved, strict=False):
@@ -147,10 +148,10 @@ def test_a_plugin_option_reaches_slurm_jobs(tmp_path, isolated):
     ("from bench.plugins import register_arch\nregister_arch('resnet18', lambda c: None)\n",
      "plugin {spec}: arch 'resnet18' is already registered; give the plugin's arch another name"),
 ])
-def test_a_broken_or_clashing_plugin_is_one_line(tmp_path, isolated, monkeypatch, source, message):
+def test_a_broken_or_clashing_plugin_is_one_line(tmp_path, tiny_args, isolated, monkeypatch, source, message):
     module = write(tmp_path / "bad_plugin.py", source)
     monkeypatch.setenv(plugins.ENV, str(module))
-    result = invoke("run", "--methods", "pgd-at", "--out", str(tmp_path / "r"))
+    result = invoke("run", "--methods", "pgd-at", "--out", str(tmp_path / "r"), *tiny_args)
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {message.format(spec=module)}"
     assert not (tmp_path / "r").exists()
@@ -235,7 +236,6 @@ def test_a_broken_or_clashing_entry_point_is_one_line(isolated, monkeypatch, val
     name = "trades" if "pgd_at" in value else "boom"
     found = {"ltbench.methods": [EntryPoint(name, value, "ltbench.methods")]}
     monkeypatch.setattr(plugins, "entry_points", lambda group: found.get(group, []))
-    plugins._state["loaded"] = False
     result = invoke("list", "methods")
     assert result.exit_code == 2
     assert result.output.strip().startswith(f"error: {message}")
