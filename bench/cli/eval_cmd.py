@@ -106,14 +106,15 @@ def find_runs(target: str, out: Path) -> tuple[list[Path], bool]:
               help="attack suite [the one recorded in eval.json, else the run's preset's]")
 @click.option("--attacks", default=None, metavar="A,B", help=f"attacks instead of a suite: {', '.join(ATTACK_KEYS)}")
 @click.option("--n", "n", default=None, callback=parse_n, metavar="N|all",
-              help="test images, the first N/C of every class [as in eval.json, else the preset's]")
+              help="test images, the first N/C of every class [as in eval.json, else the preset's; outside "
+              "models: 1000]")
 @click.option("--batch-size", default=EVAL_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
 @click.option("--checkpoint", default="last", show_default=True, type=click.Choice(CHECKPOINTS))
 @click.option("--eps", default=None, type=click.FloatRange(min=0), help="L-inf radius (default: the run's)")
 @click.option("--step-size", default=None, type=click.FloatRange(min=0),
               help="PGD/CW step (default: the run's; eps/4 with --eps)")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="results folder of a grid TARGET")
+              help="results folder of a grid TARGET, or where an outside model's run folder goes")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(EVAL_PRECISIONS),
               help="bf16: attacks under bf16 autocast (faster, recorded with the results); never inherited")
 @click.option("--wait", is_flag=True, help="wait for runs that another process holds, instead of skipping")
