@@ -6,7 +6,7 @@ import gzip
 import os
 import pickle
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +61,22 @@ class ImageData:
     y_test: Tensor
 
 
+@dataclass(frozen=True)
+class DatasetLoader:
+    """A plugin dataset: its ``info`` and ``load(root)``, which returns the full balanced ImageData."""
+
+    info: DatasetInfo
+    load: Callable[[Path], ImageData]
+
+
+#: loaders of plugin datasets (bench.plugins.register_dataset)
+LOADERS: dict[str, Callable[[Path], ImageData]] = {}
+
+
 def dataset_info(name: str) -> DatasetInfo:
+    from bench import plugins
+
+    plugins.load()
     if name not in DATASETS:
         raise unknown_name("dataset", name, list(DATASETS))
     return DATASETS[name]
@@ -233,6 +248,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     """The full (balanced) dataset called ``name``."""
     dataset_info(name)
     path = data_root(root)
+    if name in LOADERS:
+        return LOADERS[name](path)
     if name == "fashion-mnist":
         return load_fashion_mnist(path, download)
     if name == "tiny-imagenet":

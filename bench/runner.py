@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from bench import store
+from bench import plugins, store
 from bench.config import RunConfig
 from bench.data import ImageData, LongTailData, load_dataset, long_tail_data
 from bench.errors import BenchError, InputError
@@ -43,8 +43,11 @@ def run_data(cfg: RunConfig, data_root: str | None, device: torch.device | str) 
 
 
 def config_record(cfg: RunConfig, data: LongTailData) -> dict[str, Any]:
-    return {"run_id": cfg.run_id, "config": cfg.to_dict(), "classes": list(data.classes),
-            "class_counts": data.class_counts}
+    """config.json: the run id and config, the classes and their training counts, and any plugins it uses."""
+    record = {"run_id": cfg.run_id, "config": cfg.to_dict(), "classes": list(data.classes),
+              "class_counts": data.class_counts}
+    used = plugins.run_plugins(cfg)
+    return record | {"plugins": used} if used else record
 
 
 def read_config(run_dir: Path) -> RunConfig:

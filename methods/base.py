@@ -152,7 +152,7 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
     def add(cls: type[Method]) -> type[Method]:
         if name in REGISTRY:
-            raise ValueError(f"method {name!r} registered twice")
+            raise InputError(f"method {name!r} is already registered; give the plugin's method another name")
         cls.name = name
         REGISTRY[name] = cls
         return cls
@@ -171,7 +171,11 @@ def register_wrapper(name: str) -> Callable[[Callable[[type[Method]], type[Metho
 
 
 def get_method(name: str) -> type[Method]:
-    """The registered method class called ``name``, or ``WRAPPER+METHOD`` built from a wrapper and a method."""
+    """The registered method class called ``name``, or ``WRAPPER+METHOD`` built from a wrapper and a method
+    (plugins load on the first call)."""
+    from bench import plugins
+
+    plugins.load()
     wrapper, plus, base = name.partition("+")
     if plus and wrapper in WRAPPERS:
         if base not in REGISTRY:

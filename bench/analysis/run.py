@@ -25,6 +25,7 @@ from bench.data import stratified_first_n
 from bench.errors import BenchError, InputError
 from bench.evalsettings import EVAL_BATCH_SIZE
 from bench.evaluate import SUBSET_RULE, attack_params, package_versions
+from bench.external import is_external
 from bench.inference import InferenceModel
 from bench.metrics import class_groups
 from bench.precision import device_name
@@ -182,6 +183,10 @@ def analyze_path(path: Path, *, progress: Progress, **options: Any) -> list[dict
     if not path.is_dir():
         raise InputError(f"no run or results folder {path}; train with `bench run` or `bench grid` first")
     runs = list(store.iter_runs(path))
+    outside = [r for r in runs if is_external(r)]
+    for run in outside:
+        progress.log(f"{run.name}: skipped, an outside model (bench eval --model) has no ltbench features")
+    runs = [r for r in runs if r not in outside]
     finished = [r for r in runs if store.is_done(r)]
     for run in runs:
         if not store.is_done(run):

@@ -41,10 +41,24 @@ def main() -> None:
     """ltbench: adversarial training on long-tailed data, evaluated honestly."""
 
 
+def plugin_option() -> click.Option:
+    """``--plugin MODULE`` (repeatable, every command): imported before the command runs."""
+
+    def load(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+        from bench import plugins
+
+        plugins.request(value)
+
+    return click.Option(["--plugin"], multiple=True, metavar="MODULE", expose_value=False, is_eager=True,
+                        callback=load, help="import a plugin module or .py file first (repeatable) "
+                        "[env LTBENCH_PLUGINS=mod1,mod2]")
+
+
 def _register() -> None:
     from bench.cli import analyze_cmd, data_cmd, eval_cmd, grid_cmd, list_cmd, perf_cmd, report_cmd, run_cmd
 
     for module in (run_cmd, eval_cmd, grid_cmd, report_cmd, analyze_cmd, list_cmd, data_cmd, perf_cmd):
+        module.command.params.insert(0, plugin_option())
         main.add_command(module.command)
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import store
+from bench.cli.external_opts import evaluate_outside, external_options, outside_model
 from bench.cli.options import data_root_option, device_option, progress_option
 from bench.config import check_preset
 from bench.errors import BenchError, InputError
@@ -23,6 +24,7 @@ from bench.evalsettings import (
     eval_settings,
     parse_attacks,
 )
+from bench.external import is_external
 from bench.grid.locks import LockHeld, run_lock
 from bench.grid.spec import expand, load_grid
 from bench.progress import Progress
@@ -99,33 +101,41 @@ def find_runs(target: str, out: Path) -> tuple[list[Path], bool]:
 
 
 @click.command("eval")
-@click.argument("target")
+@click.argument("target", required=False)
 @click.option("--suite", default=None, type=click.Choice(list(SUITES)),
               help="attack suite [the one recorded in eval.json, else the run's preset's]")
 @click.option("--attacks", default=None, metavar="A,B", help=f"attacks instead of a suite: {', '.join(ATTACK_KEYS)}")
 @click.option("--n", "n", default=None, callback=parse_n, metavar="N|all",
-              help="test images, the first N/C of every class [as in eval.json, else the preset's]")
+              help="test images, the first N/C of every class [as in eval.json, else the preset's; outside "
+              "models: 1000]")
 @click.option("--batch-size", default=EVAL_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
 @click.option("--checkpoint", default="last", show_default=True, type=click.Choice(CHECKPOINTS))
 @click.option("--eps", default=None, type=click.FloatRange(min=0), help="L-inf radius (default: the run's)")
 @click.option("--step-size", default=None, type=click.FloatRange(min=0),
               help="PGD/CW step (default: the run's; eps/4 with --eps)")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="results folder of a grid TARGET")
+              help="results folder of a grid TARGET, or where an outside model's run folder goes")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(EVAL_PRECISIONS),
               help="bf16: attacks under bf16 autocast (faster, recorded with the results); never inherited")
 @click.option("--wait", is_flag=True, help="wait for runs that another process holds, instead of skipping")
+@external_options
 @device_option
 @data_root_option
 @progress_option
-def command(target: str, suite: str | None, attacks: str | None, n: int | str | None, batch_size: int,
+def command(target: str | None, suite: str | None, attacks: str | None, n: int | str | None, batch_size: int,
             checkpoint: str, eps: float | None, step_size: float | None, out: Path, precision: str, wait: bool,
-            device: str, data_root: str | None, progress: bool) -> None:
-    """Evaluate the trained runs that TARGET names: a run folder, a results folder, or a grid (file or name).
+            device: str, data_root: str | None, progress: bool, **outside: Any) -> None:
+    """Evaluate the trained runs that TARGET names: a run folder, a results folder, or a grid (file or name);
+    or an outside model (--model PKG.MODULE:FACTORY or --arch A, with --weights FILE, --dataset and --ur)
+    into a run folder under --out.
 
     Results go to each run's eval.json (eval-best.json for --checkpoint best). Each attack is saved when it
     finishes; a rerun only runs the attacks that are missing. Runs are never retrained.
     """
+    if outside_model(target, outside):
+        return evaluate_outside(outside, suite=suite, attacks=attacks, n=n, batch_size=batch_size,
+                                checkpoint=checkpoint, eps=eps, step_size=step_size, out=out, precision=precision,
+                                device=device, data_root=data_root, progress=progress)
     chosen = parse_attacks(attacks) if attacks is not None else None
     run_dirs, single = find_runs(target, out)
     torch_device = resolve_device(device)
@@ -135,6 +145,12 @@ def command(target: str, suite: str | None, attacks: str | None, n: int | str | 
             status = store.run_status(run_dir)
             if not single and status != "done":
                 records[run_dir.name] = f"not evaluated: {status}"
+                continue
+            if is_external(run_dir):
+                if single:
+                    raise InputError(f"{run_dir} holds an outside model; evaluate it with `bench eval --model ...` "
+                                     "or `--arch A --weights FILE` (its config.json names them)")
+                records[run_dir.name] = "not evaluated: outside model (bench eval --model)"
                 continue
             if not (run_dir / store.CKPT_DIR / f"{checkpoint}.pt").exists():
                 if single:

@@ -6,6 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from bench import plugins
 from bench.config import PRESETS
 from bench.data import DATASETS
 from bench.models import ARCHS
@@ -14,11 +15,21 @@ from methods import REGISTRY, WRAPPERS, get_method
 WHAT = ("methods", "archs", "datasets", "presets")
 
 
+def plugin_note(kind: str, name: str) -> str:
+    """`` (plugin: DIST VERSION)`` or `` (plugin: MODULE)`` for a plugin's entry, else nothing."""
+    found = plugins.used_by([(kind, name)])
+    if not found:
+        return ""
+    origin = found[0]
+    source = f"{origin['distribution']} {origin['version']}" if "distribution" in origin else origin["module"]
+    return f" (plugin: {source})"
+
+
 def methods_table() -> Table:
     table = Table(title="methods (set parameters with --set METHOD.PARAM=VALUE)")
     for col in ("method", "parameter", "default", "choices", "help"):
         table.add_column(col)
-    rows = [(name, cls.summary, cls.params) for name, cls in REGISTRY.items()]
+    rows = [(name, cls.summary + plugin_note("method", name), cls.params) for name, cls in REGISTRY.items()]
     for wrapper, factory in WRAPPERS.items():  # a wrapper's own parameters; the base's follow them
         base = next(iter(REGISTRY))
         own = get_method(f"{wrapper}+{base}").params[:-len(REGISTRY[base].params) or None]
@@ -36,7 +47,7 @@ def archs_table() -> Table:
     table.add_column("arch")
     table.add_column("description")
     for name, (_, description) in ARCHS.items():
-        table.add_row(name, description)
+        table.add_row(name, description + plugin_note("arch", name))
     return table
 
 
@@ -46,7 +57,7 @@ def datasets_table() -> Table:
         table.add_column(col)
     for name, info in DATASETS.items():
         table.add_row(name, str(info.num_classes), f"{info.channels}x{info.image_size}x{info.image_size}",
-                      info.augment, info.description)
+                      info.augment, info.description + plugin_note("dataset", name))
     return table
 
 
@@ -67,6 +78,7 @@ def presets_table() -> Table:
 @click.argument("what", required=False, type=click.Choice(WHAT))
 def command(what: str | None) -> None:
     """Show the registered methods, architectures, datasets and presets with their defaults."""
+    plugins.load()
     console = Console(width=160)
     builders = {"methods": methods_table, "archs": archs_table, "datasets": datasets_table, "presets": presets_table}
     for name in (what,) if what else WHAT:

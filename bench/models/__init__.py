@@ -22,6 +22,9 @@ ARCHS: dict[str, tuple[Callable[[int], tuple[nn.Module, int]], str]] = {
 
 
 def check_arch(name: str) -> None:
+    from bench import plugins
+
+    plugins.load()
     if name not in ARCHS:
         raise unknown_name("architecture", name, list(ARCHS))
 
