@@ -64,7 +64,8 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Registries and plugin state as they were before the test (plugins add to process-wide dicts)."""
     saved = (dict(REGISTRY), dict(models.ARCHS), dict(data.DATASETS), dict(data.LOADERS),
              dict(plugins._origins), set(plugins._imported), dict(plugins._state))
-    monkeypatch.delenv(plugins.ENV, raising=False)
+    monkeypatch.setenv(plugins.ENV, "")  # recorded, so that what --plugin adds to it is undone afterwards
+    monkeypatch.delenv(plugins.ENV)
     plugins._state["loaded"] = False  # earlier tests loaded the plugins of an empty environment
     yield
     for registry, before in zip((REGISTRY, models.ARCHS, data.DATASETS, data.LOADERS, plugins._origins),
