@@ -7,8 +7,10 @@ attacks (``bench eval RESULTS --suite full``) evaluates it again without retrain
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from bench.errors import InputError, unknown_name
@@ -39,6 +41,27 @@ def parse_attacks(text: str) -> tuple[str, ...]:
         if name not in ATTACK_KEYS:
             raise unknown_name("attack", name, list(ATTACK_KEYS))
     return tuple(k for k in ATTACK_KEYS if k in names)
+
+
+def radius(value: Any, what: str = "eps") -> float:
+    """An L-inf radius: a number >= 0, or a decimal or fraction in text (``0.05``, ``8/255``), never eval'd."""
+    if isinstance(value, str):
+        try:
+            value = float(Fraction(value.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise InputError(f"{what}: {value!r} is not a radius; give numbers or fractions such as 0.05 or "
+                             "8/255") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise InputError(f"{what} must be a number >= 0 (e.g. 0.05 or 8/255), got {value!r}")
+    return float(value)
+
+
+def radii(values: Sequence[Any] | str, what: str = "eps") -> tuple[float, ...]:
+    """Several radii, without repeats, in the given order: a list or a comma list (``0.025,0.05,8/255``)."""
+    items = [v for v in values.split(",") if v.strip()] if isinstance(values, str) else list(values)
+    if not items:
+        raise InputError(f"{what} is empty; give one or more radii, e.g. 0.025,0.05,8/255")
+    return tuple(dict.fromkeys(radius(v, what) for v in items))
 
 
 def check_count(value: Any, what: str = "eval_n") -> int | None:

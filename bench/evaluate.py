@@ -25,12 +25,14 @@ from torch import Tensor
 from bench import __version__, store
 from bench.attacks import ce_loss, cw_loss, eval_mode, pgd
 from bench.data import LongTailData, stratified_first_n, to_float
-from bench.errors import InputError, unknown_name
-from bench.evalsettings import ATTACK_KEYS, EVAL_BATCH_SIZE, SUITES, EvalSettings, check_suite  # noqa: F401
+from bench.errors import BenchError, InputError, unknown_name
+from bench.evalsettings import ATTACK_KEYS, EVAL_BATCH_SIZE, SUITES, check_suite  # noqa: F401
 from bench.inference import InferenceModel
 from bench.metrics import accuracy_summary, pack_correct
 from bench.precision import device_name, with_precision
 from bench.progress import Progress
+from bench.protocol import FIELDS as PROTOCOL_FIELDS
+from bench.protocol import Block, EvalResults, MalformedResults, Protocol
 
 CW_KAPPA = 50.0
 #: AutoAttack "standard" attacks 9 target classes; a C-class model has only C - 1
@@ -148,22 +150,23 @@ def package_versions() -> dict[str, str]:
             "pyautoattack": package_version("pyautoattack"), "torchvision": package_version("torchvision")}
 
 
-def _drop_stale(record: dict[str, Any], wanted: dict[str, dict[str, Any]], totals: list[int],
-                requested: Sequence[str], progress: Progress) -> None:
-    """Remove results on other test images, or with other parameters than requested now.
+def _rerun_reason(stored: dict[str, Any] | None, wanted: dict[str, Any], totals: list[int],
+                 force: bool) -> str | None:
+    """Why a requested attack runs although its protocol may hold a result (None: reuse the stored one).
 
-    Attacks outside the requested suite stay when they used the same images (a `fast` rerun keeps AA).
-    A requested attack whose record lacks per-image results (``correct_bits``, older records) runs again.
+    A stored result without per-image results (``correct_bits``, older records) runs again.
     """
-    stale = [key for key, res in record["attacks"].items()
-             if res.get("per_class_total") != totals
-             or (key in wanted and res.get("params") != wanted[key])
-             or (key in requested and "correct_bits" not in res)]
-    for key in stale:
-        del record["attacks"][key]
-    if stale:
-        progress.log(f"  dropped earlier results of {', '.join(stale)} (other parameters or test images, or no "
-                     "per-image results)")
+    if stored is None:
+        return "missing"
+    if force:
+        return "--force"
+    if stored.get("per_class_total") != totals:
+        return "other test images"
+    if stored.get("params") != wanted:
+        return "other parameters"
+    if "correct_bits" not in stored:
+        return "no per-image results"
+    return None
 
 
 def run_attack(
@@ -199,51 +202,70 @@ def evaluate(
     record: dict[str, Any],
     out_path: Path | None,
     progress: Progress,
+    run_radius: tuple[float, float],
     precision: str = "fp32",
+    settings: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Run ``attacks`` on the stratified first-``n`` test images (all for None), saving after each attack.
+    """Run ``attacks`` at ``eps``/``step_size`` on the stratified first-``n`` test images (all for None) and
+    keep them in ``record`` (an eval.json, see ``bench.protocol``), saving it to ``out_path`` after each attack.
 
+    ``run_radius`` is the run's training (eps, step size), which with fp32 makes its primary protocol;
+    ``settings`` (the evaluation settings asked for) are recorded as ``evaluation`` when this is it.
     ``precision="bf16"`` runs every attack under bf16 autocast and records it in each attack's parameters.
-
-    Attacks already in ``record`` with the same parameters and test images are skipped; results on other
-    test images, or of a requested attack with other parameters, are dropped (see ``_drop_stale``).
+    An attack whose protocol already holds a result with the same parameters on the same images is skipped
+    unless ``force``; results under other protocols are never touched. Returns the asked results: the
+    record's header with this protocol's fields and ``attacks`` holding the requested attacks.
     """
     check_attacks(attacks, data.num_classes)
     idx = stratified_first_n(data.y_test, n, data.num_classes)
     x_all, y_all = data.x_test[idx], data.y_test[idx]
     totals = torch.bincount(y_all.cpu(), minlength=data.num_classes).tolist()
-    wanted = {key: attack_params(key, eps, step_size, data.num_classes, seed) for key in ATTACK_KEYS}
-    if precision != "fp32":
-        wanted = {key: {**params, "precision": precision} for key, params in wanted.items()}
-    model = with_precision(model, precision)
-    record["test_profile"] = data.test_profile
-    record["n_test"] = idx.numel()
-    record["subset"] = "all" if idx.numel() == data.y_test.numel() else "stratified-first-n"
+    subset = "all" if idx.numel() == data.y_test.numel() else "stratified-first-n"
+    asked = Protocol(precision, data.test_profile, idx.numel(), eps, step_size)
+    try:
+        results = EvalResults.read(record, *run_radius)
+    except MalformedResults as err:
+        raise BenchError(f"{out_path or 'eval record'}: {err}; delete it and evaluate again") from None
+    if settings is not None and results.is_primary(asked):
+        record["evaluation"] = settings
     record["subset_rule"] = SUBSET_RULE
-    record.setdefault("attacks", {})
-    _drop_stale(record, wanted, totals, attacks, progress)
+    model = with_precision(model, precision)
+    done: dict[str, dict[str, Any]] = {}
     with eval_mode(model):
         for key in attacks:
-            if key in record["attacks"]:
-                progress.log(f"  {key:>6}: {record['attacks'][key]['acc']:.2%} (done earlier, same settings)")
+            block = results.block(results.home(key, asked), subset)
+            wanted = attack_params(key, eps, step_size, data.num_classes, seed)
+            if precision != "fp32":
+                wanted = {**wanted, "precision": precision}
+            stored = block.attacks.get(key)
+            reason = _rerun_reason(stored, wanted, totals, force)
+            if stored is not None and reason is None:
+                progress.log(f"  {key:>6}: {stored['acc']:.2%} (done earlier, same settings)")
+                done[key] = stored
                 continue
+            if stored is not None:
+                progress.log(f"  {key:>6}: replacing the stored result ({reason})")
             began = time.perf_counter()
             with autoattack_checks() as checks:
-                pred = run_attack(model, key, wanted[key], x_all, y_all, seed=seed, batch_size=batch_size,
+                pred = run_attack(model, key, wanted, x_all, y_all, seed=seed, batch_size=batch_size,
                                   progress=progress)
             summary = accuracy_summary(pred, y_all, data.class_counts)
             seconds = time.perf_counter() - began
-            record["attacks"][key] = {**summary, "correct_bits": pack_correct(pred == y_all, y_all),
-                                      "seconds": seconds, "params": wanted[key],
-                                      "batch_size": batch_size, "device": device_name(y_all.device)}
+            done[key] = {**summary, "correct_bits": pack_correct(pred == y_all, y_all), "seconds": seconds,
+                         "params": wanted, "batch_size": batch_size, "device": device_name(y_all.device)}
             if key == "aa":
-                record["attacks"][key]["checks"] = checks
-            record["attacks"] = {k: record["attacks"][k] for k in ATTACK_KEYS if k in record["attacks"]}
+                done[key]["checks"] = checks
+            block.put(key, done[key])
             if out_path is not None:
-                store.write_json(out_path, record)
+                store.write_json(out_path, results.write(record))
             progress.log(f"  {key:>6}: {summary['acc']:.2%} (tail {summary['tail']:.2%}, worst "
                          f"{summary['worst']:.2%}, {seconds:.1f} s)")
-    return record
+    updated = results.write(record)
+    record.clear()
+    record.update(updated)
+    view = {k: v for k, v in record.items() if k not in (*PROTOCOL_FIELDS, "attacks", "protocols")}
+    return {**view, **Block(asked, subset).fields(), "attacks": done}
 
 
 def epoch_validation(
@@ -265,13 +287,12 @@ def epoch_validation(
     return validate
 
 
-def eval_record(config: dict[str, Any], settings: EvalSettings, epoch: int, device: torch.device) -> dict[str, Any]:
-    """The header of eval.json (with the settings it was asked for); ``evaluate`` adds images and attacks."""
+def eval_record(config: dict[str, Any], checkpoint: str, epoch: int, device: torch.device) -> dict[str, Any]:
+    """The header of eval.json; ``evaluate`` adds the settings, the test images and the results."""
     return {
         "run_id": config["run_id"],
         "config": config["config"],
-        "checkpoint": settings.checkpoint,
-        "evaluation": settings.to_dict(),
+        "checkpoint": checkpoint,
         "epoch": epoch,
         "versions": package_versions(),
         "device": device_name(device),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from bench.evaluate import epoch_validation, eval_record, evaluate
 from bench.inference import InferenceModel
 from bench.precision import default_device_type
 from bench.progress import Progress
+from bench.protocol import default_step
 from bench.train import build_trainee, train
 
 
@@ -65,16 +67,21 @@ def read_config(run_dir: Path) -> RunConfig:
 
 def run_one(
     cfg: RunConfig, evaluation: EvalSettings, run_dir: Path, *, data_root: str | None, device: torch.device,
-    progress: Progress,
+    progress: Progress, eval_eps: Sequence[float] = (),
 ) -> dict[str, Any]:
-    """Train and evaluate one run in ``run_dir`` (the caller holds its lock), then mark it done."""
+    """Train and evaluate one run in ``run_dir`` (the caller holds its lock), then mark it done.
+
+    The attacks run at the run's own eps, then at each radius of ``eval_eps``; returns the first results.
+    """
     progress.log(f"{cfg.run_id}: training {cfg.method} on {cfg.dataset}-LT UR {cfg.ur:g} ({cfg.arch}, {device})")
     data = run_data(cfg, data_root, device)
     store.write_json(run_dir / store.CONFIG_FILE, config_record(cfg, data))
     validate = epoch_validation(data, n=cfg.epoch_eval_n, eps=cfg.eps, step_size=cfg.step_size, seed=cfg.seed,
                                 progress=progress)
     trainee = train(cfg, data, run_dir, device, progress, validate)
-    record = evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress)
+    record, *_ = [evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device,
+                                      progress, eps=eps)
+                      for eps in (None, *(e for e in eval_eps if e != cfg.eps))]
     store.mark_done(run_dir)
     return record
 
@@ -82,11 +89,13 @@ def run_one(
 def evaluate_checkpoint(
     run_dir: Path, cfg: RunConfig, data: LongTailData, net: torch.nn.Module, method: Any, evaluation: EvalSettings,
     device: torch.device, progress: Progress, *, eps: float | None = None, step_size: float | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Load the checkpoint into ``net``/``method`` and run the attacks, writing eval(-best).json.
+    """Load the checkpoint into ``net``/``method`` and run the attacks, keeping them in eval(-best).json.
 
-    ``eps`` and ``step_size`` default to the run's, where an ``eps`` override alone brings the protocol's
-    step eps/4. Attacks already in the file with the same parameters and test images are kept.
+    ``eps`` defaults to the run's; ``step_size`` to the run's at its own eps, else eps/4. Results already in
+    the file under the same protocol are kept (``force`` runs the asked attacks again); results under other
+    protocols are never touched. Returns the asked results (see ``evaluate``).
     """
     checkpoint = evaluation.checkpoint
     state = store.load_checkpoint(run_dir / store.CKPT_DIR / f"{checkpoint}.pt", device)
@@ -94,19 +103,21 @@ def evaluate_checkpoint(
     method.load_state_dict(state["method"])
     out_path = run_dir / store.eval_file(checkpoint)
     earlier = store.read_json(out_path) if out_path.exists() else {}
-    if earlier.get("attacks") and earlier.get("epoch") != state["epoch"]:
+    if (earlier.get("attacks") or earlier.get("protocols")) and earlier.get("epoch") != state["epoch"]:
         progress.log(f"{out_path.name} holds another epoch's results; evaluating the checkpoint afresh")
         earlier = {}
-    header = eval_record(store.read_json(run_dir / store.CONFIG_FILE), evaluation, state["epoch"], device)
-    record = {**header, "attacks": earlier.get("attacks", {})}
-    if step_size is None:
-        step_size = cfg.step_size if eps is None else eps / 4
-    progress.log(f"{cfg.run_id}: evaluating the {checkpoint} checkpoint (epoch {state['epoch'] + 1}): "
+    record = {**earlier, **eval_record(store.read_json(run_dir / store.CONFIG_FILE), checkpoint, state["epoch"],
+                                       device)}
+    eps = cfg.eps if eps is None else eps
+    step_size = default_step(eps, cfg.eps, cfg.step_size) if step_size is None else step_size
+    at = "" if (eps, step_size) == (cfg.eps, cfg.step_size) else f" at eps {eps:g} (step {step_size:g})"
+    progress.log(f"{cfg.run_id}: evaluating the {checkpoint} checkpoint (epoch {state['epoch'] + 1}){at}: "
                  f"{', '.join(evaluation.attacks)}")
     return evaluate(
-        InferenceModel(net, method), data, attacks=evaluation.attacks, eps=cfg.eps if eps is None else eps,
-        step_size=step_size, seed=cfg.seed, n=evaluation.n, batch_size=evaluation.batch_size, record=record,
-        out_path=out_path, progress=progress, precision=evaluation.precision,
+        InferenceModel(net, method), data, attacks=evaluation.attacks, eps=eps, step_size=step_size,
+        seed=cfg.seed, n=evaluation.n, batch_size=evaluation.batch_size, record=record, out_path=out_path,
+        progress=progress, run_radius=(cfg.eps, cfg.step_size), precision=evaluation.precision,
+        settings=evaluation.to_dict(), force=force,
     )
 
 
@@ -121,9 +132,10 @@ def earlier_settings(run_dir: Path, checkpoint: str) -> dict[str, Any]:
 
 def evaluate_run(
     run_dir: Path, evaluation: EvalSettings, *, data_root: str | None, device: torch.device, progress: Progress,
-    eps: float | None = None, step_size: float | None = None,
-) -> dict[str, Any]:
-    """``bench eval`` of one trained run (the caller holds its lock)."""
+    eps: Sequence[float | None] = (None,), step_size: float | None = None, force: bool = False,
+) -> list[dict[str, Any]]:
+    """``bench eval`` of one trained run (the caller holds its lock): the attacks at each radius of ``eps``
+    (None: the run's own); one result record per radius."""
     run_dir = Path(run_dir)
     if not (run_dir / store.CONFIG_FILE).exists():
         raise InputError(f"{run_dir} is not a run folder (no {store.CONFIG_FILE}); pass results/<run_id>")
@@ -132,5 +144,5 @@ def evaluate_run(
         raise InputError(f"{run_dir} has no {evaluation.checkpoint} checkpoint; train it first with `bench run`")
     data = run_data(cfg, data_root, device)
     trainee = build_trainee(cfg, data, device)
-    return evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress,
-                               eps=eps, step_size=step_size)
+    return [evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress,
+                                eps=radius, step_size=step_size, force=force) for radius in eps]

@@ -28,6 +28,8 @@ C = 4
 TRAIN_COUNTS = [60, 30, 15, 8]
 TEST_PER_CLASS = 40
 EPS = 0.05
+#: the training eps and step of the runs these records belong to
+RUN_RADIUS = (EPS, EPS / 4)
 QUIET = Progress(enabled=False)
 #: the paper suite's record and per-sample predictions
 Paper = tuple[dict[str, Any], dict[str, Tensor]]
@@ -79,7 +81,7 @@ def run_eval(model: nn.Module, data: LongTailData, attacks: tuple[str, ...], *, 
              batch_size: int = 200) -> dict[str, Any]:
     return ev.evaluate(model, data, attacks=attacks, eps=eps, step_size=eps / 4, seed=0, n=n,
                        batch_size=batch_size, record={} if record is None else record, out_path=out_path,
-                       progress=QUIET)
+                       progress=QUIET, run_radius=RUN_RADIUS, settings={"attacks": list(attacks), "n": n})
 
 
 @pytest.fixture(scope="module")
@@ -237,23 +239,130 @@ def test_resume_skips_attacks_done_with_the_same_settings(
     saved = json.loads(out.read_text())
     assert saved["attacks"]["pgd20"]["acc"] == record["attacks"]["pgd20"]["acc"]
     assert saved["n_test"] == C * TEST_PER_CLASS and saved["subset"] == "all"
+    assert (saved["eps"], saved["step_size"], saved["precision"]) == (EPS, EPS / 4, "fp32")
+    assert "protocols" not in saved, "results at the run's own protocol keep eval.json's earlier shape"
 
     run_eval(plain(net), data, ("clean", "pgd20"), record=saved, out_path=out)
     assert calls == ["clean", "pgd20"]
 
     smaller_suite = run_eval(plain(net), data, ("clean",), record=saved, out_path=out)
     assert calls == ["clean", "pgd20"]
-    assert list(smaller_suite["attacks"]) == ["clean", "pgd20"], "a smaller suite keeps the other results"
+    assert list(smaller_suite["attacks"]) == ["clean"]
+    assert list(saved["attacks"]) == ["clean", "pgd20"], "a smaller suite keeps the other results"
 
-    changed = run_eval(plain(net), data, ("clean", "pgd20"), record=saved, out_path=out, eps=EPS / 2)
-    assert calls == ["clean", "pgd20", "pgd20"]
-    assert changed["attacks"]["pgd20"]["params"]["eps"] == EPS / 2
 
-    fewer = run_eval(plain(net), data, ("clean",), record=changed, out_path=out, n=8)
-    assert calls[3:] == ["clean"]
-    assert list(fewer["attacks"]) == ["clean"]
-    assert fewer["n_test"] == 8 and fewer["subset"] == "stratified-first-n"
-    assert fewer["attacks"]["clean"]["per_class_total"] == [2] * C
+@pytest.fixture
+def fake_aa(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """AutoAttack replaced by a fake that misclassifies every image (fast); counts the images it saw."""
+    seen: list[int] = []
+
+    def every_image_wrong(model: InferenceModel, x: Tensor, y: Tensor, params: dict) -> Tensor:
+        seen.append(y.numel())
+        return (y + 1) % C
+
+    monkeypatch.setattr(ev, "_autoattack_predictions", every_image_wrong)
+    return seen
+
+
+def test_another_radius_adds_results_and_keeps_every_stored_one(
+    net: nn.Module, data: LongTailData, calls: list[str], fake_aa: list[int], tmp_path: Path
+) -> None:
+    out = tmp_path / "eval.json"
+    run_eval(plain(net), data, ("clean", "pgd20", "aa"), out_path=out)
+    before = json.loads(out.read_text())
+    assert before["attacks"]["aa"]["acc"] == 0.0 and sum(fake_aa) == C * TEST_PER_CLASS
+
+    asked = run_eval(plain(net), data, ("clean", "pgd20"), eps=EPS / 2, record=json.loads(out.read_text()),
+                     out_path=out)
+    assert calls[-1:] == ["pgd20"], "clean has no radius: its stored result serves every eps"
+    after = json.loads(out.read_text())
+    assert after["attacks"] == before["attacks"], "the results at the run's own eps, AutoAttack included, stay"
+    assert after["evaluation"] == before["evaluation"] == {"attacks": ["clean", "pgd20", "aa"], "n": None}
+    assert after["eps"] == EPS
+    (other,) = after["protocols"]
+    assert {k: other[k] for k in ("eps", "step_size", "precision", "test_profile", "n_test", "subset")} == {
+        "eps": EPS / 2, "step_size": EPS / 8, "precision": "fp32", "test_profile": "balanced",
+        "n_test": C * TEST_PER_CLASS, "subset": "all"}
+    assert list(other["attacks"]) == ["pgd20"] and other["attacks"]["pgd20"]["params"]["eps"] == EPS / 2
+    assert asked["eps"] == EPS / 2 and list(asked["attacks"]) == ["clean", "pgd20"]
+    assert asked["attacks"]["pgd20"] == other["attacks"]["pgd20"]
+    assert asked["attacks"]["clean"] == before["attacks"]["clean"]
+    assert other["attacks"]["pgd20"]["acc"] >= before["attacks"]["pgd20"]["acc"], "a smaller ball is weaker"
+
+    runs = len(calls)
+    run_eval(plain(net), data, ("pgd20",), eps=EPS / 2, record=after, out_path=out)
+    assert len(calls) == runs, "the same protocol again reuses its result"
+
+
+def test_force_replaces_only_the_asked_attacks_of_the_asked_protocol(
+    net: nn.Module, data: LongTailData, calls: list[str], fake_aa: list[int], tmp_path: Path
+) -> None:
+    out = tmp_path / "eval.json"
+    run_eval(plain(net), data, ("clean", "pgd20", "aa"), out_path=out)
+    run_eval(plain(net), data, ("pgd20",), eps=EPS / 2, record=json.loads(out.read_text()), out_path=out)
+    before = json.loads(out.read_text())
+    images = len(fake_aa)
+
+    ev.evaluate(plain(net), data, attacks=("pgd20",), eps=EPS / 2, step_size=EPS / 8, seed=0, n=None,
+                batch_size=200, record=json.loads(out.read_text()), out_path=out, progress=QUIET,
+                run_radius=RUN_RADIUS, force=True)
+    forced = json.loads(out.read_text())
+    assert calls[-1] == "pgd20" and len(fake_aa) == images
+    assert forced["attacks"] == before["attacks"]
+    replaced = forced["protocols"][0]["attacks"]["pgd20"]
+    assert replaced["seconds"] != before["protocols"][0]["attacks"]["pgd20"]["seconds"]
+    assert replaced["per_class_correct"] == before["protocols"][0]["attacks"]["pgd20"]["per_class_correct"]
+
+    ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=None, batch_size=200,
+                record=forced, out_path=out, progress=QUIET, run_radius=RUN_RADIUS, force=True)
+    again = json.loads(out.read_text())
+    assert len(fake_aa) > images, "--force at the run's own eps runs AutoAttack again"
+    assert {k: again["attacks"][k] for k in ("clean", "pgd20")} == {k: before["attacks"][k] for k in ("clean", "pgd20")}
+    assert again["protocols"] == forced["protocols"]
+
+
+def test_fewer_test_images_keep_the_results_on_all_of_them(
+    net: nn.Module, data: LongTailData, calls: list[str], fake_aa: list[int], tmp_path: Path
+) -> None:
+    out = tmp_path / "eval.json"
+    settings = {"suite": "fast", "n": None}
+    ev.evaluate(plain(net), data, attacks=("clean", "pgd20"), eps=EPS, step_size=EPS / 4, seed=0, n=None,
+                batch_size=200, record={}, out_path=out, progress=QUIET, run_radius=RUN_RADIUS, settings=settings)
+    before = json.loads(out.read_text())
+    asked = ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=8, batch_size=200,
+                        record=json.loads(out.read_text()), out_path=out, progress=QUIET, run_radius=RUN_RADIUS,
+                        settings={"suite": "custom", "n": 8})
+    after = json.loads(out.read_text())
+    assert fake_aa == [8] and asked["n_test"] == 8 and asked["subset"] == "stratified-first-n"
+    assert after["attacks"] == before["attacks"] and after["n_test"] == C * TEST_PER_CLASS
+    assert after["evaluation"] == settings, "the settings recorded are those of the run's own protocol"
+    (fewer,) = after["protocols"]
+    assert (fewer["eps"], fewer["n_test"], list(fewer["attacks"])) == (EPS, 8, ["aa"])
+    assert fewer["attacks"]["aa"]["per_class_total"] == [2] * C
+
+    ev.evaluate(plain(net), data, attacks=("clean",), eps=EPS, step_size=EPS / 4, seed=0, n=8, batch_size=200,
+                record=after, out_path=out, progress=QUIET, run_radius=RUN_RADIUS)
+    assert list(json.loads(out.read_text())["protocols"][0]["attacks"]) == ["clean", "aa"]
+
+
+def test_an_old_record_at_another_radius_keeps_its_results_and_gets_its_own(
+    net: nn.Module, data: LongTailData, calls: list[str], tmp_path: Path
+) -> None:
+    """A file written before protocols existed, by an evaluation at another eps, holds them at the top."""
+    out = tmp_path / "eval.json"
+    record: dict[str, Any] = {}
+    old = ev.evaluate(plain(net), data, attacks=("clean", "pgd20"), eps=EPS / 2, step_size=EPS / 8, seed=0, n=None,
+                      batch_size=200, record=record, out_path=None, progress=QUIET, run_radius=(EPS / 2, EPS / 8))
+    old_file = {k: v for k, v in record.items() if k not in ("eps", "step_size", "precision")}
+    assert old_file["attacks"] == old["attacks"] and "protocols" not in old_file
+    calls.clear()
+    run_eval(plain(net), data, ("clean", "pgd20"), record=old_file, out_path=out)
+    assert calls == ["pgd20"], "clean is the same at every radius"
+    record = json.loads(out.read_text())
+    assert record["attacks"]["clean"] == old["attacks"]["clean"] and record["eps"] == EPS
+    assert record["attacks"]["pgd20"]["params"]["eps"] == EPS
+    assert record["protocols"][0]["eps"] == EPS / 2
+    assert record["protocols"][0]["attacks"] == {"pgd20": old["attacks"]["pgd20"]}
 
 
 def test_per_image_results_match_the_summary_and_old_records_get_them(
@@ -271,7 +380,7 @@ def test_per_image_results_match_the_summary_and_old_records_get_them(
         del old["attacks"][key]["correct_bits"]
     rerun = run_eval(plain(net), data, ("clean",), record=old)
     assert calls == ["clean"], "only the requested attack without per-image results runs again"
-    assert "correct_bits" in rerun["attacks"]["clean"] and "correct_bits" not in rerun["attacks"]["pgd20"]
+    assert "correct_bits" in rerun["attacks"]["clean"] and "correct_bits" not in old["attacks"]["pgd20"]
 
 
 def test_each_attack_is_saved_when_it_finishes(
@@ -322,7 +431,7 @@ def test_autoattack_runs_in_chunks_that_advance_the_bar(
     monkeypatch.setattr(ev, "attack_predictions", fake_aa)
     progress = RecordingProgress()
     ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=None, batch_size=64,
-                record={}, out_path=None, progress=progress)
+                record={}, out_path=None, progress=progress, run_radius=RUN_RADIUS)
     assert sizes == [64, 64, 32]
     assert progress.advances == [("eval aa", 64), ("eval aa", 64), ("eval aa", 32)]
 
@@ -341,7 +450,8 @@ def test_autoattack_checks_are_recorded_with_its_result(
 
     monkeypatch.setattr(ev, "_autoattack_predictions", fake_aa)
     record = ev.evaluate(plain(net), data, attacks=("clean", "aa"), eps=EPS, step_size=EPS / 4, seed=0, n=None,
-                         batch_size=100, record={}, out_path=None, progress=QUIET)
+                         batch_size=100, record={}, out_path=None, progress=QUIET,
+                         run_radius=RUN_RADIUS)
     assert record["attacks"]["aa"]["checks"] == [warning, warning]  # one per batch of 100 of the 160 images
     assert "checks" not in record["attacks"]["clean"]
     assert logger.handlers == handlers
@@ -363,12 +473,15 @@ def test_bench_eval_writes_the_record_and_prints_the_table(
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     record = json.loads((run_dir / "eval.json").read_text())
-    assert record["n_test"] == 30 and record["subset"] == "stratified-first-n" and record["subset_rule"]
+    assert record["n_test"] == 20 and list(record["attacks"]) == ["clean", "pgd20"], "the run's own results stay"
     assert record["checkpoint"] == "last" and set(record["versions"]) >= {"torch", "pyautoattack", "ltbench"}
-    pgd = record["attacks"]["pgd20"]
+    blocks = {b["eps"]: b for b in record["protocols"]}
+    assert set(blocks) == {0.0, record["eps"]}, "clean is kept at the run's eps, PGD-20 at eps 0"
+    assert all(b["n_test"] == 30 and b["subset"] == "stratified-first-n" for b in blocks.values())
+    pgd = blocks[0.0]["attacks"]["pgd20"]
     assert pgd["params"]["eps"] == 0.0 and pgd["params"]["step_size"] == 0.0 and pgd["seconds"] >= 0
-    assert pgd["per_class_correct"] == record["attacks"]["clean"]["per_class_correct"]
-    assert "balanced" in result.output and "class9" in result.output
+    assert pgd["per_class_correct"] == blocks[record["eps"]]["attacks"]["clean"]["per_class_correct"]
+    assert "balanced" in result.output and "class9" in result.output and "eps 0," in result.output
 
     again = runner.invoke(main, args)
     assert again.exit_code == 0 and again.output.count("done earlier") == 2
