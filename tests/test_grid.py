@@ -25,7 +25,7 @@ from bench.grid import locks
 from bench.grid.executors import cpu_threads, run_local, worker_device
 from bench.grid.slurm import SlurmOptions, SlurmRun, job_cpus, parse_options, run_slurm
 from bench.grid.spec import expand, load_grid, parse_grid
-from bench.grid.task import DONE_EARLIER, EVALUATED, LOCKED, TRAINED, RunTask, execute, missing_attacks
+from bench.grid.task import DONE_EARLIER, EVALUATED, LOCKED, TRAINED, RunTask, execute, missing_results
 from bench.progress import Progress
 from bench.store import run_status
 
@@ -317,15 +317,64 @@ def test_failing_run_releases_its_lock_and_the_grid_goes_on(tmp_path, grid_file,
     assert not list(tmp_path.rglob(locks.LOCK_FILE))
 
 
-def test_missing_attacks_of_a_finished_run(tmp_path):
+def test_missing_results_of_a_finished_run(tmp_path):
+    cfg = tiny_configs()[0]
     paper = eval_settings(suite="paper", n=10)
-    store.write_json(tmp_path / "eval.json", {"evaluation": {"n": 10}, "attacks": {"clean": {}, "pgd20": {}}})
-    assert missing_attacks(tmp_path, paper) == ("pgd100", "cw100", "aa")
-    assert missing_attacks(tmp_path, eval_settings(suite="fast", n=10)) == ()
-    # other test images: evaluating again would drop the stored results, so the grid leaves it to `bench eval`
-    assert missing_attacks(tmp_path, eval_settings(suite="paper", n=20)) == ()
+    fast = eval_settings(suite="fast", n=10)
+    result = {"params": {}, "per_class_total": [1] * 10}
+    record = {"evaluation": {"n": 10}, "n_test": 10, "subset": "stratified-first-n",
+              "attacks": {"clean": result, "pgd20": result}}
+    store.write_json(tmp_path / "eval.json", record)
+    assert missing_results(tmp_path, cfg, paper) == {None: ("pgd100", "cw100", "aa")}
+    assert missing_results(tmp_path, cfg, fast) == {}
+    # other test images: the grid leaves adding results on them to `bench eval`
+    assert missing_results(tmp_path, cfg, eval_settings(suite="paper", n=20)) == {}
+    # eval_eps: the suite at each radius (clean has none: its result at the run's eps serves every radius)
+    assert cfg.eps == 8 / 255
+    assert missing_results(tmp_path, cfg, fast, (0.05, 8 / 255, 0.1)) == {0.05: ("pgd20",), 0.1: ("pgd20",)}
+    at_005 = {"eps": 0.05, "step_size": 0.0125, "precision": "fp32", "test_profile": "balanced", "n_test": 10,
+              "subset": "stratified-first-n", "attacks": {"pgd20": result}}
+    store.write_json(tmp_path / "eval.json", {**record, "protocols": [at_005]})
+    assert missing_results(tmp_path, cfg, fast, (0.05, 0.1)) == {0.1: ("pgd20",)}
+    other_images = {**at_005, "n_test": 20}
+    store.write_json(tmp_path / "eval.json", {**record, "protocols": [other_images]})
+    assert missing_results(tmp_path, cfg, fast, (0.05,)) == {0.05: ("pgd20",)}
     (tmp_path / "eval.json").write_text("{not json")
-    assert missing_attacks(tmp_path, paper) == ()
+    assert missing_results(tmp_path, cfg, paper) == {}
+
+
+def test_dry_run_counts_runs_lacking_a_radius_of_eval_eps(tmp_path, grid_file):
+    out = tmp_path / "results"
+    first, second = tiny_configs()
+    for cfg in (first, second):
+        run_dir = out / cfg.run_id
+        store.write_json(run_dir / "config.json", {"run_id": cfg.run_id, "config": cfg.to_dict()})
+        result = {"params": {}, "per_class_total": [1] * 10}
+        store.write_json(run_dir / "eval.json", {"evaluation": {"n": 10}, "n_test": 10, "attacks": {
+            "clean": result, "pgd20": result}})
+        store.mark_done(run_dir)
+    grid_file.write_text(TINY_GRID.replace("eval_n = 10\n", "eval_n = 10\neval_eps = [\"1/40\", 0.05]\n"))
+    plan = bench("grid", grid_file, "--out", out, "--dry-run", "--suite", "fast", *TINY_FLAGS)
+    assert plan.exit_code == 0, plan.output
+    assert "2 runs: 0 already done, 2 to evaluate" in plan.output
+    grid_file.write_text(TINY_GRID)
+    plan = bench("grid", grid_file, "--out", out, "--dry-run", "--suite", "fast", *TINY_FLAGS)
+    assert "2 runs: 2 already done" in plan.output
+
+
+@pytest.mark.parametrize("value, message", [("[]", "eval_eps is empty"), ("0.05", "must be a list"),
+                                            ('["eight"]', "not a radius"), ("[-0.1]", "number >= 0"),
+                                            ('["1/0"]', "not a radius"), ("[true]", "number >= 0")])
+def test_bad_eval_eps_names_the_fix(value, message):
+    with pytest.raises(InputError, match=message):
+        parse_grid(TINY_GRID + f"\neval_eps = {value}\n".replace("\n[set]", ""), "test")
+
+
+def test_eval_eps_accepts_numbers_and_fractions():
+    spec = parse_grid(TINY_GRID.replace("eval_n = 10\n", 'eval_n = 10\neval_eps = [0.05, "8/255", 0.05]\n'), "t")
+    assert spec.eval_eps == (0.05, 8 / 255)
+    assert load_grid("fmnist-eps-curve").eval_eps == (0.025, 0.05, 0.075, 0.1, 0.125, 0.15)
+    assert parse_grid(TINY_GRID, "t").eval_eps == ()
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from bench.grid.task import (
     RunResult,
     RunTask,
     finished_result,
-    missing_attacks,
+    missing_results,
 )
 from bench.runner import resolve_device, run_data
 
@@ -86,12 +86,14 @@ def reporter(total: int, console: Console) -> Report:
     return report
 
 
-def grid_statuses(configs: Sequence[RunConfig], out: Path, evaluation: EvalSettings) -> dict[str, str]:
-    """Each run's status (``store.run_status``), where a finished run lacking attacks of ``evaluation`` is
-    ``to evaluate``."""
+def grid_statuses(configs: Sequence[RunConfig], out: Path, evaluation: EvalSettings,
+                  eval_eps: Sequence[float] = ()) -> dict[str, str]:
+    """Each run's status (``store.run_status``), where a finished run lacking attacks of ``evaluation``, at its
+    own eps or at a radius of ``eval_eps``, is ``to evaluate``."""
     statuses = {cfg.run_id: store.run_status(out / cfg.run_id) for cfg in configs}
-    return {run_id: TO_EVALUATE if status == "done" and missing_attacks(out / run_id, evaluation) else status
-            for run_id, status in statuses.items()}
+    return {cfg.run_id: TO_EVALUATE if statuses[cfg.run_id] == "done"
+            and missing_results(out / cfg.run_id, cfg, evaluation, eval_eps) else statuses[cfg.run_id]
+            for cfg in configs}
 
 
 def check_results_dir(out: Path) -> None:
@@ -104,15 +106,16 @@ def check_results_dir(out: Path) -> None:
 def execute_grid(
     configs: Sequence[RunConfig], evaluation: EvalSettings, out: Path, *, source: str, force: bool, wait: bool,
     device: str, data_root: str | None, progress: bool, executor: str = "local", workers: int = 1,
-    slurm: SlurmOptions | None = None, cluster: str = "slurm",
+    slurm: SlurmOptions | None = None, cluster: str = "slurm", eval_eps: Sequence[float] = (),
 ) -> dict[str, RunResult]:
-    """Run ``configs`` (skipping finished ones unless ``force``) and print the summary table.
+    """Run ``configs`` (skipping finished ones unless ``force``; evaluating finished ones at the radii of
+    ``eval_eps`` they lack) and print the summary table.
 
     Device, data and results folder are checked before anything is written. Raises BenchError when a run
     failed or another process holds one.
     """
     check_results_dir(out)
-    statuses = grid_statuses(configs, out, evaluation)
+    statuses = grid_statuses(configs, out, evaluation, eval_eps)
     counts = Counter(statuses.values())
     console = Console(width=WIDTH)
     if executor == "local":
@@ -122,7 +125,8 @@ def execute_grid(
     todo = [cfg for cfg in configs if force or statuses[cfg.run_id] != "done"]
     results = {cfg.run_id: finished_result(out / cfg.run_id) for cfg in configs if cfg not in todo}
     console.print(f"{source}: {overview(len(configs), counts)}; running {len(todo)} ({executor})", highlight=False)
-    tasks = [RunTask(cfg, out, data_root, device, force, progress, evaluation, wait) for cfg in todo]
+    tasks = [RunTask(cfg, out, data_root, device, force, progress, evaluation, wait, tuple(eval_eps))
+             for cfg in todo]
     report = reporter(len(tasks), Console(stderr=True, width=WIDTH))
     if executor == "slurm":
         ran = run_slurm(tasks, out, slurm or SlurmOptions(), report, console.print, cluster=cluster) if tasks else []
@@ -179,10 +183,11 @@ def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, .
             cluster: str) -> None:
     """Train every run of GRID: a grid file or a shipped grid's name.
 
-    Finished runs are skipped (a finished run lacking attacks of the suite gets only those), partial ones
-    resume from their checkpoint, failed ones are retried; a lock file per run keeps two workers off the
-    same run. Exits 1 when a run failed or another process holds one. With ``--executor slurm`` each run is
-    a job of one job array; a job that times out or is preempted is requeued and resumes its run.
+    Finished runs are skipped (a finished run lacking attacks of the suite, or results at a radius of the
+    file's eval_eps, gets only those), partial ones resume from their checkpoint, failed ones are retried; a
+    lock file per run keeps two workers off the same run. Exits 1 when a run failed or another process holds
+    one. With ``--executor slurm`` each run is a job of one job array; a job that times out or is preempted is
+    requeued and resumes its run.
     """
     flags = {"partition": partition, "time": time_min, "gpus": gpus, "cpus": cpus,
              "array_parallelism": array_parallelism, "mem": mem, "account": account, "qos": qos,
@@ -197,11 +202,11 @@ def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, .
     slurm = SlurmOptions.merge(spec.slurm, flags)
     if dry_run:
         check_results_dir(out)
-        statuses = grid_statuses(configs, out, evaluation)
+        statuses = grid_statuses(configs, out, evaluation, spec.eval_eps)
         console = Console(width=WIDTH)
         console.print(plan_table(configs, statuses, job_states(out)))
         console.print(overview(len(configs), Counter(statuses.values())), highlight=False)
         return
     execute_grid(configs, evaluation, out, source=f"grid {spec.source}", force=force, wait=wait, device=device,
                  data_root=data_root, progress=progress, executor=executor, workers=workers, slurm=slurm,
-                 cluster=cluster)
+                 cluster=cluster, eval_eps=spec.eval_eps)

@@ -12,11 +12,11 @@ from typing import Any
 
 from bench.config import DEFAULTS, PRESETS, SETTABLE, RunConfig, build_config, check_preset
 from bench.errors import InputError
-from bench.evalsettings import EvalSettings, check_count, check_suite, eval_settings
+from bench.evalsettings import EvalSettings, check_count, check_suite, eval_settings, radii
 from methods import get_method
 
 AXES = ("datasets", "archs", "urs", "methods", "seeds")
-KEYS = (*AXES, "preset", "suite", "eval_n", "set", "sweep", "exclude", "slurm")
+KEYS = (*AXES, "preset", "suite", "eval_n", "eval_eps", "set", "sweep", "exclude", "slurm")
 #: run fields an ``exclude`` rule may name, besides METHOD.PARAM
 RULE_FIELDS = ("dataset", "arch", "ur", "method", "seed")
 SLURM_KEYS = ("partition", "time", "gpus", "cpus", "array_parallelism", "mem", "account", "qos", "constraint",
@@ -40,6 +40,7 @@ class GridSpec:
     exclude: tuple[dict[str, Any], ...]  # flat rules: field or METHOD.PARAM -> value or list of values
     slurm: dict[str, Any]
     eval_n: int | str | None = None  # test images of the final evaluation ("all"); None: the preset's
+    eval_eps: tuple[float, ...] = ()  # radii besides each run's own eps at which the suite runs too
 
     def evaluation(self, preset: str | None = None, suite: str | None = None, n: Any = None) -> EvalSettings:
         """The final evaluation's settings: the preset's, then the file's, then ``suite``/``n`` (the flags)."""
@@ -173,12 +174,15 @@ def parse_grid(text: str, source: str) -> GridSpec:
         check_suite(data["suite"])
     if "eval_n" in data:
         check_count(data["eval_n"], f"{source}: eval_n")
+    if not isinstance(data.get("eval_eps", []), list):
+        raise InputError(f"{source}: eval_eps must be a list of radii, e.g. eval_eps = [0.05, 0.1, \"8/255\"]")
+    eval_eps = radii(data["eval_eps"], f"{source}: eval_eps") if "eval_eps" in data else ()
     return GridSpec(
         source=source, datasets=_axis(data, "datasets", source, str), archs=_axis(data, "archs", source, str),
         urs=tuple(float(u) for u in _axis(data, "urs", source, int | float)), methods=methods,
         seeds=_axis(data, "seeds", source, int), preset=data.get("preset", DEFAULTS.preset),
         suite=data.get("suite"), settings=settings, sweeps=_sweeps(data, methods, source),
-        exclude=_rules(data, methods, source), slurm=slurm, eval_n=data.get("eval_n"),
+        exclude=_rules(data, methods, source), slurm=slurm, eval_n=data.get("eval_n"), eval_eps=eval_eps,
     )
 
 

@@ -4,8 +4,10 @@ marker holding the error and its traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from bench.errors import BenchError
 from bench.evalsettings import EvalSettings
 from bench.grid.locks import LOCK_FILE, LockHeld, run_lock
 from bench.progress import Progress
+from bench.protocol import EvalResults, MalformedResults, default_step
 from bench.runner import evaluate_run, resolve_device, run_one
 
 #: outcomes of a run
@@ -34,6 +37,8 @@ class RunTask:
     progress: bool = False
     evaluation: EvalSettings = field(default_factory=EvalSettings)
     wait: bool = False
+    #: radii besides the run's own eps at which the evaluation's attacks run too (grid ``eval_eps``)
+    eval_eps: tuple[float, ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -66,21 +71,35 @@ def finished_result(run_dir: Path) -> RunResult:
     return RunResult.from_record(run_dir.name, DONE_EARLIER, record)
 
 
-def missing_attacks(run_dir: Path, evaluation: EvalSettings) -> tuple[str, ...]:
-    """The attacks of ``evaluation`` that a finished run's eval file lacks on the same test images.
+def missing_results(run_dir: Path, cfg: RunConfig, evaluation: EvalSettings,
+                    eval_eps: Sequence[float] = ()) -> dict[float | None, tuple[str, ...]]:
+    """The attacks of ``evaluation`` that a finished run's eval file lacks, per radius: None for the run's own
+    eps, then each radius of ``eval_eps`` (on the test images of the run's own evaluation); empty when none.
 
-    A file on other test images (another ``n``) or one that cannot be read counts as complete: evaluating it
-    again would drop its results, which stays the job of an explicit `bench eval`.
+    A file evaluated on other test images (another ``n``) or one that cannot be read counts as complete:
+    adding results on other images stays the job of an explicit `bench eval`.
     """
     path = Path(run_dir) / store.eval_file(evaluation.checkpoint)
     try:
         record = store.read_json(path)
-    except BenchError:
-        return ()
+        results = EvalResults.read(record, cfg.eps, cfg.step_size)
+    except (BenchError, MalformedResults):
+        return {}
     settings = record.get("evaluation")
     if not isinstance(settings, dict) or settings.get("n") != evaluation.n:
-        return ()
-    return tuple(key for key in evaluation.attacks if key not in record.get("attacks", {}))
+        return {}
+    if results.primary is None:
+        return dict.fromkeys((None, *(e for e in eval_eps if e != cfg.eps)), evaluation.attacks)
+    missing: dict[float | None, tuple[str, ...]] = {}
+    for eps in (None, *(e for e in eval_eps if e != cfg.eps)):
+        radius = cfg.eps if eps is None else eps
+        asked = dataclasses.replace(results.primary.protocol, eps=radius, precision=evaluation.precision,
+                                    step_size=default_step(radius, cfg.eps, cfg.step_size))
+        keys = tuple(key for key in evaluation.attacks
+                     if key not in getattr(results.find(results.home(key, asked)), "attacks", {}))
+        if keys:
+            missing[eps] = keys
+    return missing
 
 
 def _clear(run_dir: Path) -> None:
@@ -102,7 +121,8 @@ def execute(task: RunTask, progress: Progress) -> RunResult:
     try:
         with run_lock(run_dir, progress.log, wait=task.wait):
             finished = store.is_done(run_dir) and not task.force
-            if finished and not missing_attacks(run_dir, task.evaluation):
+            missing = missing_results(run_dir, cfg, task.evaluation, task.eval_eps) if finished else {}
+            if finished and not missing:
                 return finished_result(run_dir)
             try:
                 if task.force:
@@ -110,13 +130,12 @@ def execute(task: RunTask, progress: Progress) -> RunResult:
                 store.remove_temp_files(run_dir)
                 device = resolve_device(task.device)
                 if finished:
-                    status = EVALUATED
-                    record = evaluate_run(run_dir, task.evaluation, data_root=task.data_root, device=device,
-                                          progress=progress)
-                else:
-                    status = TRAINED
-                    record = run_one(cfg, task.evaluation, run_dir, data_root=task.data_root, device=device,
-                                     progress=progress)
+                    evaluate_run(run_dir, task.evaluation, data_root=task.data_root, device=device,
+                                 progress=progress, eps=list(missing))
+                    return RunResult.from_record(cfg.run_id, EVALUATED,
+                                                 store.read_json(run_dir / store.eval_file(task.evaluation.checkpoint)))
+                record = run_one(cfg, task.evaluation, run_dir, data_root=task.data_root, device=device,
+                                 progress=progress, eval_eps=task.eval_eps)
             except Exception as err:  # one failed run must not stop the others; the traceback goes to `failed`
                 message = str(err) if isinstance(err, BenchError) else f"{type(err).__name__}: {err}"
                 store.mark_failed(run_dir, message, traceback.format_exc())
@@ -125,7 +144,7 @@ def execute(task: RunTask, progress: Progress) -> RunResult:
         return RunResult(cfg.run_id, LOCKED, f"{held}; it is working on this run (wait with --wait)")
     except OSError as err:  # the run folder cannot be created or locked
         return RunResult(cfg.run_id, FAILED, f"cannot lock {run_dir} ({err.strerror or err})")
-    return RunResult.from_record(cfg.run_id, status, record)
+    return RunResult.from_record(cfg.run_id, TRAINED, record)
 
 
 def run_task(task: RunTask) -> RunResult:
