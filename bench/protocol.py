@@ -92,6 +92,12 @@ def _attacks(value: Any, what: str) -> dict[str, dict[str, Any]]:
     return dict(value)
 
 
+def _images(result: Mapping[str, Any]) -> int | None:
+    """The test images a result counted (records without ``n_test``)."""
+    totals = result.get("per_class_total")
+    return sum(totals) if isinstance(totals, list) and all(isinstance(t, int) for t in totals) else None
+
+
 def _entry(entry: Any, index: int) -> Block:
     where = f"protocols[{index}]"
     if not isinstance(entry, dict) or "attacks" not in entry:
@@ -129,7 +135,7 @@ class EvalResults:
         top = _attacks(record.get("attacks", {}), "attacks")
         if top:
             profile, subset = record.get("test_profile", "balanced"), record.get("subset", "all")
-            n_test = record.get("n_test")
+            n_test = record.get("n_test", _images(next(iter(top.values()))))
             if isinstance(n_test, bool) or not isinstance(n_test, int):
                 raise MalformedResults(f"n_test must be a whole number, got {n_test!r}")
             primary = Protocol(PRIMARY_PRECISION, str(profile), n_test, results.run_eps, results.run_step)

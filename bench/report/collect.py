@@ -14,6 +14,7 @@ import pandas as pd
 from bench import store
 from bench.errors import InputError
 from bench.metrics import unpack_correct
+from bench.protocol import Block, EvalResults, MalformedResults
 from bench.report.labels import attack_sort_key, method_labels, method_sort_key
 from bench.report.protocol import run_protocol
 
@@ -54,6 +55,8 @@ class Run:
     attacks: dict[str, dict[str, Any]]
     test_profile: str = "balanced"  # eval.json's test set: balanced, or lt (the run's UR applied to it)
     n_test: int = 0  # test images of eval.json
+    #: the results of every protocol (radius, step, precision, test images), the run's own (``attacks``) first
+    blocks: tuple[Block, ...] = ()
 
 
 class _Unusable(Exception):
@@ -234,19 +237,36 @@ def _make_run(folder: Path, meta: Any, record: Any, eval_name: str) -> Run:
     if not (isinstance(classes, list) and isinstance(counts, list) and len(classes) == len(counts)
             and all(isinstance(n, int) for n in counts)):
         raise _Unusable("config.json: classes and class_counts (whole numbers) must be lists of one length")
-    attacks = _field(record, "attacks", eval_name)
-    if not isinstance(attacks, dict) or not attacks:
-        raise _Unusable(f"{eval_name} has no attacks")
+    _field(record, "attacks", eval_name)
+    try:
+        results = EvalResults.read(record, _number(config, "eps"), _number(config, "step_size"))
+    except MalformedResults as err:
+        raise _Unusable(f"{folder / eval_name}: {err}; delete that part or the file and rerun `bench eval`") from None
+    blocks = results.blocks()
+    if results.primary is None or not results.primary.attacks:
+        others = f" (only at {blocks[0].protocol.label()})" if blocks else ""
+        raise _Unusable(f"{folder / eval_name} has no attacks at the run's own eps {config['eps']:g} in fp32{others}; "
+                        "run `bench eval` on it")
+    for block in blocks:
+        _check_attacks(block.attacks, eval_name if block is results.primary else
+                       f"{eval_name} ({block.protocol.label()})", len(classes))
+    return Run(folder.name, folder, config, [str(c) for c in classes], [int(n) for n in counts],
+               results.primary.attacks, results.primary.protocol.test_profile, results.primary.protocol.n_test,
+               tuple(blocks))
+
+
+def _number(config: dict[str, Any], key: str) -> float:
+    value = _field(config, key, "config.json config")
+    if not _is_number(value):
+        raise _Unusable(f"config.json: {key} must be a number")
+    return float(value)
+
+
+def _check_attacks(attacks: dict[str, Any], where: str, n_classes: int) -> None:
     for name, res in attacks.items():
-        where = f"{eval_name} attack {name!r}"
-        per_class = _field(res, "per_class_acc", where)
-        if not all(_is_number(_field(res, key, where)) for key in _ATTACK_FIELDS):
-            raise _Unusable(f"{where}: accuracies must be numbers")
-        if not (isinstance(per_class, list) and len(per_class) == len(classes)
-                and all(map(_is_number, per_class))):
-            raise _Unusable(f"{where}: per_class_acc must hold {len(classes)} numbers (one per class)")
-    n_test = record.get("n_test")
-    if not isinstance(n_test, int):
-        n_test = sum(next(iter(attacks.values())).get("per_class_total") or [0])
-    return Run(folder.name, folder, config, [str(c) for c in classes], [int(n) for n in counts], attacks,
-               str(record.get("test_profile", "balanced")), n_test)
+        what = f"{where} attack {name!r}"
+        per_class = _field(res, "per_class_acc", what)
+        if not all(_is_number(_field(res, key, what)) for key in _ATTACK_FIELDS):
+            raise _Unusable(f"{what}: accuracies must be numbers")
+        if not (isinstance(per_class, list) and len(per_class) == n_classes and all(map(_is_number, per_class))):
+            raise _Unusable(f"{what}: per_class_acc must hold {n_classes} numbers (one per class)")

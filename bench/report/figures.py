@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bench.protocol import default_step
 from bench.report import plots
 from bench.report.collect import Run, load_metrics
 from bench.report.files import save_figure
@@ -57,6 +58,7 @@ def write_figures(df: pd.DataFrame, runs: list[Run], out_dir: Path, palette: Pal
             _bars_figure(g, palette, where, title, slug, save)
             _ae_figure(g, epochs, title, slug, save, skipped)
             _curves_figure(g, epochs, palette, title, slug, save, skipped)
+            _eps_figures(g, runs, palette, where, title, slug, save)
         for (dataset, arch), g in df.groupby(["dataset", "arch"], sort=True):
             _scatter_and_ur(g, palette, group_title(dataset, arch), group_slug(dataset, arch), checkpoint,
                             save, skipped)
@@ -144,6 +146,44 @@ def _curves_figure(g: pd.DataFrame, epochs: pd.DataFrame, palette: Palette, titl
     save(plots.training_curves(data, palette, columns, f"Training curves · {title}"),
          f"curves_{slug}",
          f"Per-epoch test accuracies (%) from metrics.jsonl ({title}); band = sd over seeds.")
+
+
+def radius_frame(runs: list[Run]) -> pd.DataFrame:
+    """One row per (run, attack other than clean, radius) of the runs' results at the protocol of their own
+    results but another radius: same precision and test images, the step the radius gets by default
+    (``protocol.default_step``). Columns run_id, attack, eps, train_eps, acc and tail (%)."""
+    rows = []
+    for run in runs:
+        own, *_ = run.blocks
+        run_eps, run_step = float(run.config["eps"]), float(run.config["step_size"])
+        for block in run.blocks:
+            p = block.protocol
+            if (p.precision, p.test_profile, p.n_test) != (own.protocol.precision, own.protocol.test_profile,
+                                                           own.protocol.n_test) \
+                    or p.step_size != default_step(p.eps, run_eps, run_step):
+                continue
+            rows += [{"run_id": run.run_id, "attack": key, "eps": p.eps, "train_eps": run_eps,
+                      "acc": 100 * float(res["acc"]), "tail": 100 * float(res["tail"])}
+                     for key, res in block.attacks.items() if key != "clean"]
+    return pd.DataFrame(rows, columns=["run_id", "attack", "eps", "train_eps", "acc", "tail"])
+
+
+def _eps_figures(g: pd.DataFrame, runs: list[Run], palette: Palette, where: str, title: str, slug: str,
+                 save: Save) -> None:
+    """Accuracy against eps per attack that runs of the group have at two or more radii (those runs only)."""
+    group = g.drop_duplicates("run_id")[["run_id", "Method"]]
+    data = radius_frame([r for r in runs if r.run_id in set(group["run_id"])]).merge(group, on="run_id")
+    for attack, sub in data.groupby("attack", sort=False):
+        sub = sub[sub.groupby("run_id")["eps"].transform("nunique") >= 2]
+        if sub.empty:
+            continue
+        name = attack_name(str(attack))
+        train_eps = sorted(sub["train_eps"].unique())
+        save(plots.accuracy_vs_eps(sub, palette, str(attack), train_eps, f"{name} accuracy vs eps · {title}"),
+             f"acc-vs-eps-{attack}_{slug}",
+             f"{name} accuracy (%), overall and tail, against the attack radius eps ({where}; runs evaluated at "
+             "two or more radii, on their own test images and precision; step eps/4, the run's own at its "
+             "training eps, the dotted line); error bars = sd over seeds where a radius has several.")
 
 
 def _scatter_and_ur(g: pd.DataFrame, palette: Palette, title: str, slug: str, checkpoint: str,

@@ -222,3 +222,28 @@ def training_curves(data: pd.DataFrame, palette: Palette, columns: dict[str, str
     _legend_right(axes[0, -1])
     fig.suptitle(title)
     return fig
+
+
+def accuracy_vs_eps(data: pd.DataFrame, palette: Palette, attack: str, train_eps: list[float],
+                    title: str) -> Figure:
+    """Overall and tail accuracy under ``attack`` against the L-inf radius, lines per method (error bars: sd
+    over seeds); a dotted line marks each training radius in ``train_eps``.
+
+    ``data``: one row per (run, radius) with ``Method``, ``eps``, ``acc``, ``tail``.
+    """
+    fig, axes = _figure(10.5, 4.2, ncols=2, sharey=True)
+    order, colours = _methods(data, palette)
+    radii = sorted(data["eps"].unique())
+    names = ("overall", "tail (last third of the classes)")
+    for i, (ax, column, name) in enumerate(zip(axes[0], ("acc", "tail"), names, strict=True)):
+        sns.lineplot(data=data, x="eps", y=column, hue="Method", hue_order=order, palette=colours, marker="o",
+                     errorbar="sd", err_style="bars", legend=i == 1, ax=ax)
+        for eps in train_eps:
+            ax.axvline(eps, color="0.4", linestyle=":", linewidth=1)
+        ax.set_xticks(radii, [f"{e:.3g}" for e in radii])
+        ax.set_xlabel("attack radius eps (L-inf); dotted: training eps")
+        ax.set_ylabel(f"{attack_name(attack)} accuracy (%)")
+        ax.set_title(name)
+    _legend_right(axes[0, 1])
+    fig.suptitle(title)
+    return fig
