@@ -488,3 +488,29 @@ def test_bench_eval_writes_the_record_and_prints_the_table(
 
     bad = runner.invoke(main, ["eval", str(run_dir), "--n", "0", *common])
     assert bad.exit_code == 2 and "positive number" in bad.output
+
+
+@pytest.mark.slow
+def test_bench_eval_at_several_radii_keeps_every_result(cifar_root: Path, tiny_args: list[str], tmp_path: Path) -> None:
+    runner = CliRunner()
+    common = ["--data-root", str(cifar_root), "--no-progress", "--device", "cpu"]
+    trained = runner.invoke(main, ["run", "--methods", "pgd-at", *tiny_args, "--device", "cpu", "--out", str(tmp_path)])
+    assert trained.exit_code == 0, trained.output
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    own = json.loads((run_dir / "eval.json").read_text())
+
+    result = runner.invoke(main, ["eval", str(tmp_path), "--attacks", "pgd20", "--eps", "1/40,0.05,8/255", *common])
+    assert result.exit_code == 0, result.output
+    record = json.loads((run_dir / "eval.json").read_text())
+    assert record["attacks"] == own["attacks"] and record["evaluation"] == own["evaluation"]
+    assert [(b["eps"], b["step_size"], list(b["attacks"])) for b in record["protocols"]] == [
+        (0.025, 0.00625, ["pgd20"]), (0.05, 0.0125, ["pgd20"])], "8/255 is the run's own eps: stored already"
+    table = result.output[result.output.index("evaluated runs"):]
+    assert all(f" {eps} " in table for eps in ("0.025", "0.05", "0.0313725")) and "done earlier" in result.output
+
+    forced = runner.invoke(main, ["eval", str(run_dir), "--attacks", "pgd20", "--eps", "0.05", "--force", *common])
+    assert forced.exit_code == 0 and "replacing the stored result (--force)" in forced.output
+    after = json.loads((run_dir / "eval.json").read_text())
+    assert after["attacks"] == own["attacks"] and after["protocols"][0] == record["protocols"][0]
+    assert after["protocols"][1]["attacks"]["pgd20"]["per_class_correct"] == \
+        record["protocols"][1]["attacks"]["pgd20"]["per_class_correct"]

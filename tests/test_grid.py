@@ -58,6 +58,11 @@ def bench(*args: str | Path):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+def with_eval_eps(value: str) -> str:
+    """The tiny grid with ``eval_eps = value``."""
+    return TINY_GRID.replace("\n[set]", f"\neval_eps = {value}\n\n[set]")
+
+
 def tiny_configs():
     return expand(parse_grid(TINY_GRID, "tiny"), preset="smoke", fields={"steps": 1})
 
@@ -353,7 +358,7 @@ def test_dry_run_counts_runs_lacking_a_radius_of_eval_eps(tmp_path, grid_file):
         store.write_json(run_dir / "eval.json", {"evaluation": {"n": 10}, "n_test": 10, "attacks": {
             "clean": result, "pgd20": result}})
         store.mark_done(run_dir)
-    grid_file.write_text(TINY_GRID.replace("eval_n = 10\n", "eval_n = 10\neval_eps = [\"1/40\", 0.05]\n"))
+    grid_file.write_text(with_eval_eps('["1/40", 0.05]'))
     plan = bench("grid", grid_file, "--out", out, "--dry-run", "--suite", "fast", *TINY_FLAGS)
     assert plan.exit_code == 0, plan.output
     assert "2 runs: 0 already done, 2 to evaluate" in plan.output
@@ -367,11 +372,11 @@ def test_dry_run_counts_runs_lacking_a_radius_of_eval_eps(tmp_path, grid_file):
                                             ('["1/0"]', "not a radius"), ("[true]", "number >= 0")])
 def test_bad_eval_eps_names_the_fix(value, message):
     with pytest.raises(InputError, match=message):
-        parse_grid(TINY_GRID + f"\neval_eps = {value}\n".replace("\n[set]", ""), "test")
+        parse_grid(with_eval_eps(value), "test")
 
 
 def test_eval_eps_accepts_numbers_and_fractions():
-    spec = parse_grid(TINY_GRID.replace("eval_n = 10\n", 'eval_n = 10\neval_eps = [0.05, "8/255", 0.05]\n'), "t")
+    spec = parse_grid(with_eval_eps('[0.05, "8/255", 0.05]'), "t")
     assert spec.eval_eps == (0.05, 8 / 255)
     assert load_grid("fmnist-eps-curve").eval_eps == (0.025, 0.05, 0.075, 0.1, 0.125, 0.15)
     assert parse_grid(TINY_GRID, "t").eval_eps == ()
@@ -396,6 +401,35 @@ def test_grid_adds_the_missing_attacks_of_a_finished_run_without_retraining(tmp_
         assert {key: attacks[key] for key in stored} == stored  # kept, not recomputed
         assert fingerprints(run_dir / "ckpt") == before  # not retrained
     third = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--suite", "paper", *TINY_FLAGS)
+    assert third.exit_code == 0 and "running 0 (local)" in third.output
+
+
+@pytest.mark.slow
+def test_grid_evaluates_every_run_at_each_radius_of_eval_eps(tmp_path, grid_file, cifar_root):
+    out = tmp_path / "results"
+    grid_file.write_text(with_eval_eps('["1/40"]'))
+    first = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--suite", "fast", *TINY_FLAGS)
+    assert first.exit_code == 0, first.output
+    run_dirs = [out / c.run_id for c in tiny_configs()]
+    for run_dir in run_dirs:
+        record = json.loads((run_dir / "eval.json").read_text())
+        assert record["eps"] == 8 / 255 and list(record["attacks"]) == ["clean", "pgd20"]
+        assert [(b["eps"], b["n_test"], list(b["attacks"])) for b in record["protocols"]] == [(0.025, 10, ["pgd20"])]
+    checkpoints = [fingerprints(d / "ckpt") for d in run_dirs]
+    stored = [json.loads((d / "eval.json").read_text()) for d in run_dirs]
+
+    grid_file.write_text(with_eval_eps("[0.025, 0.05]"))
+    plan = bench("grid", grid_file, "--out", out, "--suite", "fast", "--dry-run", *TINY_FLAGS)
+    assert "2 runs: 0 already done, 2 to evaluate" in plan.output
+    second = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--suite", "fast", *TINY_FLAGS)
+    assert second.exit_code == 0, second.output
+    assert second.output.count(f": {EVALUATED}") == 2 and TRAINED not in second.output
+    for run_dir, before, earlier in zip(run_dirs, checkpoints, stored, strict=True):
+        record = json.loads((run_dir / "eval.json").read_text())
+        assert record["attacks"] == earlier["attacks"] and record["protocols"][0] == earlier["protocols"][0]
+        assert [b["eps"] for b in record["protocols"]] == [0.025, 0.05]
+        assert fingerprints(run_dir / "ckpt") == before  # not retrained
+    third = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--suite", "fast", *TINY_FLAGS)
     assert third.exit_code == 0 and "running 0 (local)" in third.output
 
 
