@@ -77,7 +77,10 @@ def test_run_records_the_precision_it_trains_in_and_trains_in_bf16(tmp_path, tin
     result = CliRunner().invoke(main, ["eval", str(run_dir), "--precision", "bf16", "--no-progress",
                                        "--data-root", tiny_args[1]])
     assert result.exit_code == 0, result.output
-    assert store.read_json(run_dir / "eval.json")["attacks"]["pgd20"]["params"]["precision"] == "bf16"
+    record = store.read_json(run_dir / "eval.json")
+    assert record["attacks"] == evaluated, "a bf16 evaluation keeps the fp32 results"
+    (bf16,) = record["protocols"]
+    assert bf16["precision"] == "bf16" and bf16["attacks"]["pgd20"]["params"]["precision"] == "bf16"
 
 
 def test_bf16_step_keeps_weights_optimiser_state_and_bn_statistics_fp32(tiny_data):
