@@ -84,6 +84,8 @@ CASES = [
     (["eval", "partial", "--suite", "nope"], 2, "'nope' is not one of"),
     (["eval", "partial", "--attacks", "pgd7"], 2, "unknown attack 'pgd7'; choose one of"),
     (["eval", "partial", "--attacks", ","], 2, "--attacks is empty"),
+    (["eval", "partial", "--eps", "8/0"], 2, "'8/0' is not a radius"),
+    (["eval", "partial", "--eps", "0.05,0.1", "--step-size", "0.01"], 2, "--step-size applies to a single --eps"),
     (["eval", "bad.toml"], 2, "is not valid TOML"),
     (["eval", "paper-mian"], 2, "shipped grids"),
     # bench grid
