@@ -176,17 +176,17 @@ class EvalResults:
 
     def find(self, protocol: Protocol) -> Block | None:
         """The block of ``protocol``, if there is one."""
-        return next((b for b in self.blocks() if b.protocol == protocol), None)
+        return next((b for b in (self.primary, *self.others) if b is not None and b.protocol == protocol), None)
 
     def block(self, protocol: Protocol, subset: str) -> Block:
-        """The block of ``protocol``, created when missing."""
-        if self.is_primary(protocol) and (self.primary is None or not self.primary.attacks):
-            self.primary = Block(protocol, subset)
-            return self.primary
+        """The block of ``protocol``, created when missing (as the primary one when it is the run's own)."""
         found = self.find(protocol)
         if found is None:
             found = Block(protocol, subset)
-            self.others.append(found)
+            if self.is_primary(protocol):
+                self.primary = found
+            else:
+                self.others.append(found)
         return found
 
     def blocks(self) -> list[Block]:
@@ -199,7 +199,7 @@ class EvalResults:
         ``protocols`` (absent when there are none, as in files written before protocols existed)."""
         header = {k: v for k, v in record.items() if k not in (*FIELDS, "subset_rule", "attacks", "protocols")}
         primary = self.primary if self.primary is not None and self.primary.attacks else None
-        top = {**primary.fields(), **{k: record[k] for k in ("subset_rule",) if k in record},
-               "attacks": primary.attacks} if primary is not None else {"attacks": {}}
+        rule = {"subset_rule": record["subset_rule"]} if "subset_rule" in record else {}
+        top = {**primary.fields(), **rule, "attacks": primary.attacks} if primary is not None else {"attacks": {}}
         others = [{**b.fields(), "attacks": b.attacks} for b in self.blocks() if b is not primary]
         return {**header, **top, "protocols": others} if others else {**header, **top}

@@ -79,9 +79,9 @@ def run_one(
     validate = epoch_validation(data, n=cfg.epoch_eval_n, eps=cfg.eps, step_size=cfg.step_size, seed=cfg.seed,
                                 progress=progress)
     trainee = train(cfg, data, run_dir, device, progress, validate)
-    record, *_ = [evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device,
-                                      progress, eps=eps)
-                      for eps in (None, *(e for e in eval_eps if e != cfg.eps))]
+    record = evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress)
+    for eps in (e for e in eval_eps if e != cfg.eps):
+        evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress, eps=eps)
     store.mark_done(run_dir)
     return record
 
