@@ -30,6 +30,7 @@ from bench.grid.locks import run_lock
 from bench.inference import InferenceModel
 from bench.models import build_model
 from bench.progress import Progress
+from bench.protocol import default_step
 from methods.base import Method
 
 #: keys under which checkpoints commonly hold the state_dict (official REAT / timm / torchvision / ltbench code)
@@ -139,11 +140,14 @@ def default_eps(dataset: str) -> float:
 def evaluate_model(
     model: nn.Module, data: LongTailData, evaluation: EvalSettings, *, run_dir: Path, external: Mapping[str, Any],
     arch: str, label: str, eps: float, step_size: float, seed: int, device: torch.device, progress: Progress,
+    run_radius: tuple[float, float],
 ) -> dict[str, Any]:
-    """Evaluate ``model`` into ``run_dir`` (config.json, eval.json, done); returns the eval.json record."""
+    """Evaluate ``model`` into ``run_dir`` (config.json, eval.json, done) at ``eps``/``step_size``; returns the
+    asked results (see ``evaluate``). ``run_radius`` is the run's own (eps, step size), recorded in config.json:
+    results at another radius are kept apart from those (``bench.protocol``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"dataset": data.name, "ur": data.ur, "arch": arch, "method": label, "method_params": {},
-              "preset": "external", "seed": seed, "eps": eps, "step_size": step_size,
+              "preset": "external", "seed": seed, "eps": run_radius[0], "step_size": run_radius[1],
               "test_profile": data.test_profile}
     meta = {"run_id": run_dir.name, "external": dict(external), "config": config, "classes": list(data.classes),
             "class_counts": data.class_counts}
@@ -151,12 +155,14 @@ def evaluate_model(
         store.write_json(run_dir / store.CONFIG_FILE, meta)
         out_path = run_dir / store.eval_file(evaluation.checkpoint)
         earlier = store.read_json(out_path) if out_path.exists() else {}
-        record = {**eval_record(meta, evaluation, 0, device), "attacks": earlier.get("attacks", {})}
+        record = {**earlier, **eval_record(meta, evaluation.checkpoint, 0, device)}
         net = InferenceModel(model.to(device).eval(), Method({}, data.class_counts, device))
-        progress.log(f"{run_dir.name}: evaluating the outside model {label}: {', '.join(evaluation.attacks)}")
+        progress.log(f"{run_dir.name}: evaluating the outside model {label} at eps {eps:g}: "
+                     f"{', '.join(evaluation.attacks)}")
         record = evaluate(net, data, attacks=evaluation.attacks, eps=eps, step_size=step_size, seed=seed,
                           n=evaluation.n, batch_size=evaluation.batch_size, record=record, out_path=out_path,
-                          progress=progress, precision=evaluation.precision)
+                          progress=progress, run_radius=run_radius, precision=evaluation.precision,
+                          settings=evaluation.to_dict())
         store.mark_done(run_dir)
     return record
 
@@ -194,13 +200,21 @@ def evaluate_external(
         raise InputError(f"--label must be a non-empty name without '/', got {label!r}")
     external = {"model": model, "arch": arch, "weights": Path(weights).name if weights else None,
                 "weights_sha256": sha}
-    eps = default_eps(dataset) if eps is None else eps
-    step_size = eps / 4 if step_size is None else step_size
     shown_arch = arch or EXTERNAL_ARCH
     run_id = external_run_id(dataset, data.ur, shown_arch, label, {**external, "weights": None, "seed": seed})
     run_dir = Path(out) / run_id
-    if (run_dir / store.CONFIG_FILE).exists() and "external" not in store.read_json(run_dir / store.CONFIG_FILE):
+    earlier = store.read_json(run_dir / store.CONFIG_FILE) if (run_dir / store.CONFIG_FILE).exists() else None
+    if earlier is not None and "external" not in earlier:
         raise BenchError(f"{run_dir} is a trained run, not an outside model's; pass another --out")
+    # the run's own radius is that of its first evaluation (the training runs' default unless --eps was given)
+    if earlier is None:
+        eps = default_eps(dataset) if eps is None else eps
+        run_radius = (eps, eps / 4 if step_size is None else step_size)
+    else:
+        run_radius = (earlier["config"]["eps"], earlier["config"]["step_size"])
+        eps = run_radius[0] if eps is None else eps
+    step_size = default_step(eps, *run_radius) if step_size is None else step_size
     record = evaluate_model(net, data, evaluation, run_dir=run_dir, external=external, arch=shown_arch,
-                            label=label, eps=eps, step_size=step_size, seed=seed, device=device, progress=progress)
+                            label=label, eps=eps, step_size=step_size, seed=seed, device=device, progress=progress,
+                            run_radius=run_radius)
     return run_dir, record

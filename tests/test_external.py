@@ -70,6 +70,11 @@ def test_eval_of_an_outside_model_is_a_run_folder_the_report_reads(tmp_path, cif
     assert store.is_done(run_dir)
     record = json.loads((run_dir / "eval.json").read_text())
     assert record["n_test"] == 20 and set(record["attacks"]) == {"clean", "pgd20"}
+    smaller = CliRunner().invoke(main, [*args, "--attacks", "pgd20", "--eps", "1/255"])
+    assert smaller.exit_code == 0, smaller.output
+    kept = json.loads((run_dir / "eval.json").read_text())
+    assert kept["attacks"] == record["attacks"] and kept["eps"] == 8 / 255, "the first evaluation's radius stays"
+    assert [(b["eps"], list(b["attacks"])) for b in kept["protocols"]] == [(1 / 255, ["pgd20"])]
     # the API evaluates the same weights in a Python object to the same numbers, and reads the CLI's files
     model = linear()
     model.load_state_dict(read_state_dict(tmp_path / "w.pt"))
