@@ -232,12 +232,11 @@ def accuracy_vs_eps(data: pd.DataFrame, palette: Palette, attack: str, train_eps
     ``data``: one row per (run, radius) with ``Method``, ``eps``, ``acc``, ``tail``.
     """
     fig, axes = _figure(10.5, 4.2, ncols=2, sharey=True)
-    order, colours = _methods(data, palette)
     radii = sorted(data["eps"].unique())
     names = ("overall", "tail (last third of the classes)")
     for i, (ax, column, name) in enumerate(zip(axes[0], ("acc", "tail"), names, strict=True)):
-        sns.lineplot(data=data, x="eps", y=column, hue="Method", hue_order=order, palette=colours, marker="o",
-                     errorbar="sd", err_style="bars", legend=i == 1, ax=ax)
+        sns.lineplot(data=data, x="eps", y=column, errorbar="sd", err_style="bars", legend=i == 1, ax=ax,
+                     **method_lines(data, palette, len(radii)))
         for eps in train_eps:
             ax.axvline(eps, color="0.4", linestyle=":", linewidth=1)
         ax.set_xticks(radii, [f"{e:.3g}" for e in radii])
