@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import InputError, unknown_name
+from bench.core.errors import InputError, unknown_name
 from bench.models.net import Output
 
 

@@ -10,12 +10,12 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from bench import store
 from bench.cli import main
-from bench.config import DEFAULTS, PRESETS, RunConfig, build_config, setting
-from bench.errors import InputError
+from bench.core import store
+from bench.core.errors import InputError
+from bench.core.precision import resolve_precision
 from bench.grid.spec import expand, parse_grid
-from bench.precision import resolve_precision
+from bench.training.config import DEFAULTS, PRESETS, RunConfig, build_config, setting
 
 
 def test_field_defaults_are_the_quick_preset_on_fashion_mnist():
@@ -70,9 +70,9 @@ def test_old_configs_are_refused_with_the_fix():
 
 #: imported in this order in one fresh interpreter: the modules that must not have been loaded yet
 LAYERS = [
-    ("bench.config", ["bench.evaluate", "pyautoattack"]),  # the run config does not need the evaluator
-    ("bench.train", ["bench.evaluate", "pyautoattack"]),  # validation comes in as a callable
-    ("bench.runner", ["pyautoattack"]),  # AutoAttack loads only when it runs
+    ("bench.training.config", ["bench.evaluation.suite", "pyautoattack"]),  # the run config does not need the evaluator
+    ("bench.training.loop", ["bench.evaluation.suite", "pyautoattack"]),  # validation comes in as a callable
+    ("bench.runs.runner", ["pyautoattack"]),  # AutoAttack loads only when it runs
 ]
 
 

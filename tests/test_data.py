@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import (
+from bench.core.errors import BenchError, InputError
+from bench.data.datasets import (
     DEBIAN_FASHION_MNIST,
     augment,
     load_dataset,
@@ -15,7 +16,6 @@ from bench.data import (
     long_tail_indices,
     stratified_first_n,
 )
-from bench.errors import BenchError, InputError
 
 
 def test_cifar10_ur100_counts_match_official_profile():

@@ -14,14 +14,14 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import Tensor, nn
 
-import bench.evaluate as ev
-from bench.attacks import pgd
+import bench.evaluation.suite as ev
 from bench.cli import main
-from bench.data import LongTailData, to_float
-from bench.errors import InputError
-from bench.inference import InferenceModel
-from bench.metrics import accuracy_summary, class_groups, unpack_correct
-from bench.progress import Progress
+from bench.core.errors import InputError
+from bench.core.progress import Progress
+from bench.data.datasets import LongTailData, to_float
+from bench.evaluation.attacks import pgd
+from bench.evaluation.metrics import accuracy_summary, class_groups, unpack_correct
+from bench.models.inference import InferenceModel
 from methods.base import Method
 
 C = 4

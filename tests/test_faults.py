@@ -19,8 +19,8 @@ import torch
 from click.testing import CliRunner
 from conftest import TINY
 
-from bench import store
 from bench.cli import main
+from bench.core import store
 
 pytestmark = pytest.mark.slow  # every scenario trains
 

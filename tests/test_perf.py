@@ -7,11 +7,11 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.config import build_config
-from bench.data import to_float
-from bench.perf import reference_loop, synthetic_data
-from bench.perf_reference import PerImageDataset, tail_per_anchor_loop
-from bench.train import EpochStats, build_trainee, train_step
+from bench.data.datasets import to_float
+from bench.perf.benchmark import reference_loop, synthetic_data
+from bench.perf.reference import PerImageDataset, tail_per_anchor_loop
+from bench.training.config import build_config
+from bench.training.loop import EpochStats, build_trainee, train_step
 from methods.tail_loss import tail_official
 
 

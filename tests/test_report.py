@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.errors import BenchError, InputError
+from bench.core.errors import BenchError, InputError
 from bench.report import collect, problem_runs, write_report
 from bench.report.labels import method_labels, method_palette
 

@@ -10,9 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.config import build_config
-from bench.data import load_dataset, long_tail_counts, long_tail_data, stratified_first_n
-from bench.errors import InputError
+from bench.core.errors import InputError
+from bench.data.datasets import load_dataset, long_tail_counts, long_tail_data, stratified_first_n
+from bench.training.config import build_config
 
 
 def test_lt_profile_applies_the_runs_ur_to_the_test_split(cifar_root: Path):

@@ -16,21 +16,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import store
 from bench.analysis.embedding import tsne, tsne_params
 from bench.analysis.features import FeatureSet, extract
 from bench.analysis.metrics import class_geometry, reat_tail_classes
-from bench.config import RunConfig
-from bench.data import stratified_first_n
-from bench.errors import BenchError, InputError
-from bench.evalsettings import EVAL_BATCH_SIZE
-from bench.evaluate import SUBSET_RULE, attack_params, package_versions
-from bench.inference import InferenceModel
-from bench.metrics import class_groups
-from bench.precision import device_name
-from bench.progress import Progress
-from bench.runner import run_data
-from bench.train import build_trainee
+from bench.core import store
+from bench.core.errors import BenchError, InputError
+from bench.core.precision import device_name
+from bench.core.progress import Progress
+from bench.data.datasets import stratified_first_n
+from bench.evaluation.metrics import class_groups
+from bench.evaluation.settings import EVAL_BATCH_SIZE
+from bench.evaluation.suite import SUBSET_RULE, attack_params, package_versions
+from bench.models.inference import InferenceModel
+from bench.runs.runner import run_data
+from bench.training.config import RunConfig
+from bench.training.loop import build_trainee
 
 #: attacks whose adversarial images the analysis can see (AutoAttack's stay inside pyautoattack)
 ANALYSIS_ATTACKS = ("fgsm", "pgd20", "pgd100", "cw100")

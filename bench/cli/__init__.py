@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 #: exit code after Ctrl-C (128 + SIGINT), as shells report it
 INTERRUPTED = 130

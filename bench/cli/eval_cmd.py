@@ -9,11 +9,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench import store
 from bench.cli.options import data_root_option, device_option, progress_option
-from bench.config import check_preset
-from bench.errors import BenchError, InputError
-from bench.evalsettings import (
+from bench.core import store
+from bench.core.errors import BenchError, InputError
+from bench.core.locks import LockHeld, run_lock
+from bench.core.progress import Progress
+from bench.evaluation.settings import (
     ATTACK_KEYS,
     CHECKPOINTS,
     EVAL_BATCH_SIZE,
@@ -23,10 +24,9 @@ from bench.evalsettings import (
     eval_settings,
     parse_attacks,
 )
-from bench.grid.locks import LockHeld, run_lock
 from bench.grid.spec import expand, load_grid
-from bench.progress import Progress
-from bench.runner import earlier_settings, evaluate_run, read_config, resolve_device
+from bench.runs.runner import earlier_settings, evaluate_run, read_config, resolve_device
+from bench.training.config import check_preset
 
 
 def parse_n(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:

@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench import store
 from bench.cli.options import parse_settings, training_options
-from bench.config import RunConfig
-from bench.errors import BenchError, InputError
-from bench.evalsettings import EvalSettings
+from bench.core import store
+from bench.core.errors import BenchError, InputError
+from bench.core.precision import device_type_of
+from bench.evaluation.settings import EvalSettings
 from bench.grid.executors import Report, SlurmOptions, run_local, run_slurm
 from bench.grid.spec import changed_params, expand, load_grid
 from bench.grid.task import (
@@ -29,8 +29,8 @@ from bench.grid.task import (
     finished_result,
     missing_attacks,
 )
-from bench.precision import device_type_of
-from bench.runner import resolve_device, run_data
+from bench.runs.runner import resolve_device, run_data
+from bench.training.config import RunConfig
 
 #: a finished run whose eval.json lacks attacks of the grid's suite
 TO_EVALUATE = "to evaluate"

@@ -6,9 +6,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench.config import PRESETS
-from bench.data import DATASETS
+from bench.data.datasets import DATASETS
 from bench.models import ARCHS
+from bench.training.config import PRESETS
 from methods import REGISTRY
 
 WHAT = ("methods", "archs", "datasets", "presets")

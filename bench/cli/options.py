@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from bench.config import parse_value
-from bench.errors import InputError
-from bench.evalsettings import SUITES
+from bench.core.errors import InputError
+from bench.evaluation.settings import SUITES
 from bench.grid.spec import split_settings
+from bench.training.config import parse_value
 
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto (CUDA if available), cpu, cuda or cuda:N")

@@ -8,11 +8,11 @@ import click
 
 from bench.cli.grid_cmd import execute_grid
 from bench.cli.options import parse_settings, training_options
-from bench.config import DEFAULTS, PRESETS, RunConfig, parse_value
-from bench.errors import InputError
-from bench.evalsettings import EvalSettings
+from bench.core.errors import InputError
+from bench.core.precision import device_type_of
+from bench.evaluation.settings import EvalSettings
 from bench.grid.spec import GridSpec, expand
-from bench.precision import device_type_of
+from bench.training.config import DEFAULTS, PRESETS, RunConfig, parse_value
 
 
 def one_cell_grid(methods: str, dataset: str, ur: str, arch: str, preset: str, seed: str,

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from bench.errors import InputError
+from bench.core.errors import InputError
 from bench.grid.task import FAILED, RunResult, RunTask, run_task
 
 Report = Callable[[RunResult], None]

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from bench.errors import unknown_name
+from bench.core.errors import unknown_name
 from bench.models.cnn import cnn_small
 from bench.models.net import Net, Output
 from bench.models.resnet import preact_resnet18, resnet18

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.core.store import write_text
 from bench.report import feature_plots
 from bench.report.collect import Run
 from bench.report.figures import FigureFile
@@ -24,7 +25,6 @@ from bench.report.files import save_figure
 from bench.report.labels import attack_name, group_slug, group_title, method_sort_key
 from bench.report.plots import Palette, style
 from bench.report.tables import _latex_escape
-from bench.store import write_text
 
 ANALYSIS_FILES = {"last": "analysis.json", "best": "analysis-best.json"}
 #: per-class metrics drawn against class index: key -> axis label

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.metrics import class_groups
+from bench.evaluation.metrics import class_groups
 from bench.report import significance
 from bench.report.labels import attack_name, attack_sort_key, group_slug, group_title, method_sort_key
 

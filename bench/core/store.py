@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from bench.errors import BenchError
-from bench.grid.locks import LOCK_FILE, is_stale, read_lock
+from bench.core.errors import BenchError
+from bench.core.locks import LOCK_FILE, is_stale, read_lock
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.config import RunConfig, build_config
-from bench.data import LongTailData, augment, dataset_info, long_tail_counts, train_batches
-from bench.evaluate import EVAL_BATCH_SIZE, attack_params, run_attack
-from bench.inference import InferenceModel
-from bench.perf_reference import ReferenceLoop, reference_loader
-from bench.progress import Progress
-from bench.train import EpochStats, build_trainee, train_step
+from bench.core.progress import Progress
+from bench.data.datasets import LongTailData, augment, dataset_info, long_tail_counts, train_batches
+from bench.evaluation.suite import EVAL_BATCH_SIZE, attack_params, run_attack
+from bench.models.inference import InferenceModel
+from bench.perf.reference import ReferenceLoop, reference_loader
+from bench.training.config import RunConfig, build_config
+from bench.training.loop import EpochStats, build_trainee, train_step
 
 #: training images per class before the long-tailed profile is applied (synthetic data)
 SYNTHETIC_N_MAX = 5000

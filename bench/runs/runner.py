@@ -8,16 +8,16 @@ from typing import Any
 
 import torch
 
-from bench import store
-from bench.config import RunConfig
-from bench.data import ImageData, LongTailData, load_dataset, long_tail_data
-from bench.errors import BenchError, InputError
-from bench.evalsettings import EvalSettings
-from bench.evaluate import epoch_validation, eval_record, evaluate
-from bench.inference import InferenceModel
-from bench.precision import default_device_type
-from bench.progress import Progress
-from bench.train import build_trainee, train
+from bench.core import store
+from bench.core.errors import BenchError, InputError
+from bench.core.precision import default_device_type
+from bench.core.progress import Progress
+from bench.data.datasets import ImageData, LongTailData, load_dataset, long_tail_data
+from bench.evaluation.settings import EvalSettings
+from bench.evaluation.suite import epoch_validation, eval_record, evaluate
+from bench.models.inference import InferenceModel
+from bench.training.config import RunConfig
+from bench.training.loop import build_trainee, train
 
 
 def resolve_device(name: str) -> torch.device:

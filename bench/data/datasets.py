@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.errors import BenchError, InputError, unknown_name
-from bench.policy_augment import policy_augment
+from bench.core.errors import BenchError, InputError, unknown_name
+from bench.data.policy_augment import policy_augment
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -236,7 +236,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     if name == "fashion-mnist":
         return load_fashion_mnist(path, download)
     if name == "tiny-imagenet":
-        from bench.tiny_imagenet import load_tiny_imagenet  # imports this module
+        from bench.data.tiny_imagenet import load_tiny_imagenet  # imports this module
 
         return load_tiny_imagenet(path)
     return load_cifar(name, path, download)

@@ -3,7 +3,7 @@
 Every forward, clean or adversarial, goes through ``InferenceModel`` (``method.predict(net(x))``), so an
 attack differentiates exactly the logits that are evaluated; the model is in eval mode throughout.
 Each attack stores per-class counts, head/mid/tail means, the worst class and balanced robustness
-(mean per-class accuracy, TAET arXiv 2503.01924); see ``bench.metrics``.
+(mean per-class accuracy, TAET arXiv 2503.01924); see ``bench.evaluation.metrics``.
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from bench import __version__, store
-from bench.attacks import ce_loss, cw_loss, eval_mode, pgd
-from bench.data import LongTailData, stratified_first_n, to_float
-from bench.errors import InputError, unknown_name
-from bench.evalsettings import ATTACK_KEYS, EVAL_BATCH_SIZE, SUITES, EvalSettings, check_suite  # noqa: F401
-from bench.inference import InferenceModel
-from bench.metrics import accuracy_summary, pack_correct
-from bench.precision import device_name, with_precision
-from bench.progress import Progress
+from bench import __version__
+from bench.core import store
+from bench.core.errors import InputError, unknown_name
+from bench.core.precision import device_name, with_precision
+from bench.core.progress import Progress
+from bench.data.datasets import LongTailData, stratified_first_n, to_float
+from bench.evaluation.attacks import ce_loss, cw_loss, eval_mode, pgd
+from bench.evaluation.metrics import accuracy_summary, pack_correct
+from bench.evaluation.settings import ATTACK_KEYS, EVAL_BATCH_SIZE, SUITES, EvalSettings, check_suite  # noqa: F401
+from bench.models.inference import InferenceModel
 
 CW_KAPPA = 50.0
 #: AutoAttack "standard" attacks 9 target classes; a C-class model has only C - 1

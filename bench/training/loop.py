@@ -14,18 +14,18 @@ import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from bench import store
-from bench.attacks import pgd
-from bench.config import RunConfig
-from bench.data import LongTailData, train_batches
-from bench.errors import BenchError
-from bench.fold import FoldedNet, fold_batchnorm
-from bench.inference import InferenceModel
-from bench.layout import memory_format, sgd_kernel
-from bench.metrics import entropy
+from bench.core import store
+from bench.core.errors import BenchError
+from bench.core.precision import autocast, device_name, with_precision
+from bench.core.progress import Progress
+from bench.data.datasets import LongTailData, train_batches
+from bench.evaluation.attacks import pgd
+from bench.evaluation.metrics import entropy
 from bench.models import Net, build_model
-from bench.precision import autocast, device_name, with_precision
-from bench.progress import Progress
+from bench.models.inference import InferenceModel
+from bench.training.config import RunConfig
+from bench.training.fold import FoldedNet, fold_batchnorm
+from bench.training.layout import memory_format, sgd_kernel
 from methods import Method, Output, get_method
 
 EPOCH_SEED_STRIDE = 1_000_003

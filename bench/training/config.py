@@ -2,7 +2,7 @@
 
 Each field and its default live in one line of ``RunConfig`` (the defaults are the ``quick`` preset on
 Fashion-MNIST-LT); a preset lists only what it changes. Evaluation settings (suite, test images, checkpoint,
-batch size) are not here: see ``bench.evalsettings``.
+batch size) are not here: see ``bench.evaluation.settings``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.data import AUGMENT_MODES, TEST_PROFILES, dataset_info, max_ur
-from bench.errors import BenchError, InputError, unknown_name
-from bench.evalsettings import SUITES, EvalSettings, eval_settings
+from bench.core.errors import BenchError, InputError, unknown_name
+from bench.core.precision import PRECISIONS, resolve_precision
+from bench.data.datasets import AUGMENT_MODES, TEST_PROFILES, dataset_info, max_ur
+from bench.evaluation.settings import SUITES, EvalSettings, eval_settings
 from bench.models import check_arch
-from bench.precision import PRECISIONS, resolve_precision
 from methods import get_method
 
 #: lr decays at these fractions of the epochs (60 and 75 of 80 in the official REAT code)
@@ -105,7 +105,7 @@ class RunConfig:
     seed: int = setting(0, flag="--seed")
     #: test images of the per-epoch clean / PGD-20 numbers that pick best.pt (None: all)
     epoch_eval_n: int | None = setting(500, number(positive=True, integer=True, optional=True))
-    #: fp32 or bf16 autocast; "auto" is resolved for the device before hashing (bench/precision.py)
+    #: fp32 or bf16 autocast; "auto" is resolved for the device before hashing (bench/core/precision.py)
     precision: str = setting("auto", choice(*PRECISIONS))
     compile: bool = setting(False, boolean)  # torch.compile the backbone and head
     #: balanced (the official test split) or lt (the run's UR applied to the test split as well)
