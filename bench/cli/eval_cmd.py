@@ -11,6 +11,7 @@ from rich.table import Table
 
 from bench.cli.options import data_root_option, device_option, progress_option
 from bench.core import store
+from bench.core.device import resolve_device
 from bench.core.errors import BenchError, InputError
 from bench.core.locks import LockHeld, run_lock
 from bench.core.progress import Progress
@@ -25,7 +26,7 @@ from bench.evaluation.settings import (
     parse_attacks,
 )
 from bench.grid.spec import expand, load_grid
-from bench.runs.runner import earlier_settings, evaluate_run, read_config, resolve_device
+from bench.runs.runner import earlier_settings, evaluate_run, read_config
 from bench.training.config import check_preset
 
 

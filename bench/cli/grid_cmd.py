@@ -13,6 +13,7 @@ from rich.table import Table
 
 from bench.cli.options import parse_settings, training_options
 from bench.core import store
+from bench.core.device import resolve_device
 from bench.core.errors import BenchError, InputError
 from bench.core.precision import device_type_of
 from bench.evaluation.settings import EvalSettings
@@ -29,7 +30,7 @@ from bench.grid.task import (
     finished_result,
     missing_attacks,
 )
-from bench.runs.runner import resolve_device, run_data
+from bench.runs.runner import run_data
 from bench.training.config import RunConfig
 
 #: a finished run whose eval.json lacks attacks of the grid's suite

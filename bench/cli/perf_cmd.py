@@ -9,11 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.cli.options import data_root_option
+from bench.core.device import resolve_device
 from bench.core.precision import PRECISIONS
 from bench.data.datasets import AUGMENT_MODES, load_dataset, long_tail_data
 from bench.evaluation.suite import EVAL_BATCH_SIZE
 from bench.perf.benchmark import augmentation_rate, perf_config, profile_step, synthetic_data, whole_step
-from bench.runs.runner import resolve_device
 from bench.training.config import PRESETS
 
 

@@ -10,7 +10,6 @@ import torch
 
 from bench.core import store
 from bench.core.errors import BenchError, InputError
-from bench.core.precision import default_device_type
 from bench.core.progress import Progress
 from bench.data.datasets import ImageData, LongTailData, load_dataset, long_tail_data
 from bench.evaluation.settings import EvalSettings
@@ -18,19 +17,6 @@ from bench.evaluation.suite import epoch_validation, eval_record, evaluate
 from bench.models.inference import InferenceModel
 from bench.training.config import RunConfig
 from bench.training.loop import build_trainee, train
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device(default_device_type())
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"device {name!r} is not available here; use --device cpu or auto")
-    return device
 
 
 @functools.lru_cache(maxsize=2)
