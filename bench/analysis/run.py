@@ -28,9 +28,8 @@ from bench.evaluation.metrics import class_groups
 from bench.evaluation.settings import EVAL_BATCH_SIZE
 from bench.evaluation.suite import SUBSET_RULE, attack_params, package_versions
 from bench.models.inference import InferenceModel
-from bench.runs.runner import run_data
 from bench.training.config import RunConfig
-from bench.training.loop import build_trainee
+from bench.training.loop import build_trainee, run_data
 
 #: attacks whose adversarial images the analysis can see (AutoAttack's stay inside pyautoattack)
 ANALYSIS_ATTACKS = ("fgsm", "pgd20", "pgd100", "cw100")

@@ -30,8 +30,8 @@ from bench.grid.task import (
     finished_result,
     missing_attacks,
 )
-from bench.runs.runner import run_data
 from bench.training.config import RunConfig
+from bench.training.loop import run_data
 
 #: a finished run whose eval.json lacks attacks of the grid's suite
 TO_EVALUATE = "to evaluate"

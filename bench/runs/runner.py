@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +10,12 @@ import torch
 from bench.core import store
 from bench.core.errors import BenchError, InputError
 from bench.core.progress import Progress
-from bench.data.datasets import ImageData, LongTailData, load_dataset, long_tail_data
+from bench.data.datasets import LongTailData
 from bench.evaluation.settings import EvalSettings
 from bench.evaluation.suite import epoch_validation, eval_record, evaluate
 from bench.models.inference import InferenceModel
 from bench.training.config import RunConfig
-from bench.training.loop import build_trainee, train
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_dataset(name: str, root: str | None) -> ImageData:
-    return load_dataset(name, root)
-
-
-def run_data(cfg: RunConfig, data_root: str | None, device: torch.device | str) -> LongTailData:
-    return long_tail_data(_cached_dataset(cfg.dataset, data_root), cfg.ur, device, cfg.test_profile)
+from bench.training.loop import build_trainee, run_data, train
 
 
 def config_record(cfg: RunConfig, data: LongTailData) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from bench.core import store
 from bench.core.errors import BenchError
 from bench.core.precision import autocast, device_name, with_precision
 from bench.core.progress import Progress
-from bench.data.datasets import LongTailData, train_batches
+from bench.data.datasets import ImageData, LongTailData, load_dataset, long_tail_data, train_batches
 from bench.evaluation.attacks import pgd
 from bench.evaluation.metrics import entropy
 from bench.models import Net, build_model
@@ -52,6 +52,15 @@ class Trainee:
             return self.net
         self.attack_net.refresh()
         return self.attack_net
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_dataset(name: str, root: str | None) -> ImageData:
+    return load_dataset(name, root)
+
+
+def run_data(cfg: RunConfig, data_root: str | None, device: torch.device | str) -> LongTailData:
+    return long_tail_data(_cached_dataset(cfg.dataset, data_root), cfg.ur, device, cfg.test_profile)
 
 
 def build_trainee(cfg: RunConfig, data: LongTailData, device: torch.device) -> Trainee:
