@@ -21,6 +21,7 @@ from bench.core.progress import Progress
 from bench.data.datasets import LongTailData, to_float
 from bench.evaluation.attacks import pgd
 from bench.evaluation.metrics import accuracy_summary, class_groups, unpack_correct
+from bench.evaluation.settings import ATTACK_KEYS, SUITES
 from bench.models.inference import InferenceModel
 from methods.base import Method
 
@@ -94,7 +95,7 @@ def paper(net: nn.Module, data: LongTailData) -> Paper:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ev, "attack_predictions", capture)
-        record = run_eval(plain(net), data, ev.SUITES["paper"])
+        record = run_eval(plain(net), data, SUITES["paper"])
     return record, preds
 
 
@@ -102,10 +103,10 @@ def paper(net: nn.Module, data: LongTailData) -> Paper:
 
 @pytest.mark.slow
 def test_eps_zero_gives_clean_accuracy_for_every_attack(net: nn.Module, data: LongTailData) -> None:
-    record = run_eval(plain(net), data, ev.SUITES["full"], eps=0.0)
+    record = run_eval(plain(net), data, SUITES["full"], eps=0.0)
     clean = record["attacks"]["clean"]["per_class_correct"]
     assert 0 < sum(clean) < C * TEST_PER_CLASS
-    for key in ev.ATTACK_KEYS:
+    for key in ATTACK_KEYS:
         assert record["attacks"][key]["per_class_correct"] == clean, key
 
 
@@ -134,7 +135,7 @@ def test_autoattack_targets_fit_the_class_count(data: LongTailData) -> None:
     assert ev.attack_params("aa", EPS, EPS / 4, 100, 0)["n_target_classes"] == 9
     with pytest.raises(InputError, match="at least 4 classes"):
         ev.check_attacks(("clean", "aa"), 3)
-    ev.check_attacks(ev.SUITES["fast"], 3)
+    ev.check_attacks(SUITES["fast"], 3)
 
 
 @pytest.mark.slow
@@ -147,8 +148,8 @@ def test_autoattack_params_record_the_standard_version(paper: Paper) -> None:
 
 
 def test_suite_parameters_follow_the_protocol() -> None:
-    assert ev.SUITES["fast"] == ("clean", "pgd20")
-    assert ev.SUITES["full"] == ev.ATTACK_KEYS
+    assert SUITES["fast"] == ("clean", "pgd20")
+    assert SUITES["full"] == ATTACK_KEYS
     pgd = ev.attack_params("pgd100", 8 / 255, 2 / 255, 10, 3)
     assert (pgd["steps"], pgd["loss"], pgd["start"], pgd["step_size"]) == (100, "ce", "uniform", 2 / 255)
     cw = ev.attack_params("cw100", 8 / 255, 2 / 255, 10, 3)

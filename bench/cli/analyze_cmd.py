@@ -13,7 +13,8 @@ from bench.cli.eval_cmd import parse_n
 from bench.cli.options import data_root_option, device_option, progress_option
 from bench.core.device import resolve_device
 from bench.core.progress import Progress
-from bench.evaluation.suite import EVAL_BATCH_SIZE, SampleCount
+from bench.evaluation.settings import EVAL_BATCH_SIZE
+from bench.evaluation.suite import SampleCount
 
 #: group means shown per run: metric key -> column title
 SHOWN = {"separation": "sep", "fisher": "Fisher", "ncm_acc": "NCM acc"}

@@ -12,7 +12,7 @@ from bench.cli.options import data_root_option
 from bench.core.device import resolve_device
 from bench.core.precision import PRECISIONS
 from bench.data.datasets import AUGMENT_MODES, load_dataset, long_tail_data
-from bench.evaluation.suite import EVAL_BATCH_SIZE
+from bench.evaluation.settings import EVAL_BATCH_SIZE
 from bench.perf.benchmark import augmentation_rate, perf_config, profile_step, synthetic_data, whole_step
 from bench.training.config import PRESETS
 

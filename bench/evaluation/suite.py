@@ -30,7 +30,7 @@ from bench.core.progress import Progress
 from bench.data.datasets import LongTailData, stratified_first_n, to_float
 from bench.evaluation.attacks import ce_loss, cw_loss, eval_mode, pgd
 from bench.evaluation.metrics import accuracy_summary, pack_correct
-from bench.evaluation.settings import ATTACK_KEYS, EVAL_BATCH_SIZE, SUITES, EvalSettings, check_suite  # noqa: F401
+from bench.evaluation.settings import ATTACK_KEYS, EVAL_BATCH_SIZE, EvalSettings
 from bench.models.inference import InferenceModel
 
 CW_KAPPA = 50.0

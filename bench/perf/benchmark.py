@@ -22,7 +22,8 @@ from torch import Tensor
 
 from bench.core.progress import Progress
 from bench.data.datasets import LongTailData, augment, dataset_info, long_tail_counts, train_batches
-from bench.evaluation.suite import EVAL_BATCH_SIZE, attack_params, run_attack
+from bench.evaluation.settings import EVAL_BATCH_SIZE
+from bench.evaluation.suite import attack_params, run_attack
 from bench.models.inference import InferenceModel
 from bench.perf.reference import ReferenceLoop, reference_loader
 from bench.training.config import RunConfig, build_config
