@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 import bench.evaluation.suite as ev
 from bench.cli import main
+from bench.core import store
 from bench.core.errors import InputError
 from bench.core.progress import Progress
 from bench.data.datasets import LongTailData, to_float
@@ -79,7 +81,8 @@ def run_eval(model: nn.Module, data: LongTailData, attacks: tuple[str, ...], *, 
              record: dict[str, Any] | None = None, out_path: Path | None = None, n: int | None = None,
              batch_size: int = 200) -> dict[str, Any]:
     return ev.evaluate(model, data, attacks=attacks, eps=eps, step_size=eps / 4, seed=0, n=n,
-                       batch_size=batch_size, record={} if record is None else record, out_path=out_path,
+                       batch_size=batch_size, record={} if record is None else record,
+                       save=None if out_path is None else functools.partial(store.write_json, out_path),
                        progress=QUIET)
 
 
@@ -323,7 +326,7 @@ def test_autoattack_runs_in_chunks_that_advance_the_bar(
     monkeypatch.setattr(ev, "attack_predictions", fake_aa)
     progress = RecordingProgress()
     ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=None, batch_size=64,
-                record={}, out_path=None, progress=progress)
+                record={}, save=None, progress=progress)
     assert sizes == [64, 64, 32]
     assert progress.advances == [("eval aa", 64), ("eval aa", 64), ("eval aa", 32)]
 
@@ -342,7 +345,7 @@ def test_autoattack_checks_are_recorded_with_its_result(
 
     monkeypatch.setattr(ev, "_autoattack_predictions", fake_aa)
     record = ev.evaluate(plain(net), data, attacks=("clean", "aa"), eps=EPS, step_size=EPS / 4, seed=0, n=None,
-                         batch_size=100, record={}, out_path=None, progress=QUIET)
+                         batch_size=100, record={}, save=None, progress=QUIET)
     assert record["attacks"]["aa"]["checks"] == [warning, warning]  # one per batch of 100 of the 160 images
     assert "checks" not in record["attacks"]["clean"]
     assert logger.handlers == handlers

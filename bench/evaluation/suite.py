@@ -16,14 +16,12 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from bench import __version__
-from bench.core import store
 from bench.core.errors import InputError, unknown_name
 from bench.core.precision import device_name, with_precision
 from bench.core.progress import Progress
@@ -198,11 +196,12 @@ def evaluate(
     n: int | None,
     batch_size: int,
     record: dict[str, Any],
-    out_path: Path | None,
+    save: Callable[[dict[str, Any]], None] | None,
     progress: Progress,
     precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Run ``attacks`` on the stratified first-``n`` test images (all for None), saving after each attack.
+    """Run ``attacks`` on the stratified first-``n`` test images (all for None); ``save`` gets the record after
+    each attack (the runner writes it to eval.json, so a killed evaluation keeps its finished attacks).
 
     ``precision="bf16"`` runs every attack under bf16 autocast and records it in each attack's parameters.
 
@@ -240,8 +239,8 @@ def evaluate(
             if key == "aa":
                 record["attacks"][key]["checks"] = checks
             record["attacks"] = {k: record["attacks"][k] for k in ATTACK_KEYS if k in record["attacks"]}
-            if out_path is not None:
-                store.write_json(out_path, record)
+            if save is not None:
+                save(record)
             progress.log(f"  {key:>6}: {summary['acc']:.2%} (tail {summary['tail']:.2%}, worst "
                          f"{summary['worst']:.2%}, {seconds:.1f} s)")
     return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def evaluate_checkpoint(
     return evaluate(
         InferenceModel(net, method), data, attacks=evaluation.attacks, eps=cfg.eps if eps is None else eps,
         step_size=step_size, seed=cfg.seed, n=evaluation.n, batch_size=evaluation.batch_size, record=record,
-        out_path=out_path, progress=progress, precision=evaluation.precision,
+        save=functools.partial(store.write_json, out_path), progress=progress, precision=evaluation.precision,
     )
 
 
