@@ -8,7 +8,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.report.plots import Palette, _class_ticks, _figure, _legend_right, _methods, _shade_groups
+from bench.report.plots import Palette, class_ticks, figure, legend_right, methods, shade_groups
 
 #: classes above this count get no legend entries in t-SNE maps (tail colours, others grey)
 _MAX_LEGEND_CLASSES = 20
@@ -30,7 +30,7 @@ def tsne_grid(maps: list[tuple[str, list[np.ndarray]]], labels: np.ndarray, clas
 
     ``maps``: (method label, one N x 2 array per condition), all on the same test images ``labels``.
     """
-    fig, axes = _figure(0.6 + 3.1 * len(maps), 0.5 + 3.0 * len(conditions), nrows=len(conditions),
+    fig, axes = figure(0.6 + 3.1 * len(maps), 0.5 + 3.0 * len(conditions), nrows=len(conditions),
                         ncols=len(maps))
     colours = _class_colours(len(classes), tail)
     order = [c for c in range(len(classes)) if c not in tail] + list(tail)
@@ -69,13 +69,13 @@ def per_class_metrics(data: pd.DataFrame, classes: list[str], counts: list[int],
     """
     conditions = list(dict.fromkeys(data["condition"]))
     n = len(classes)
-    fig, axes = _figure(1.5 + 3.6 * len(metrics), 0.6 + 3.2 * len(conditions), nrows=len(conditions),
+    fig, axes = figure(1.5 + 3.6 * len(metrics), 0.6 + 3.2 * len(conditions), nrows=len(conditions),
                         ncols=len(metrics), sharex=True)
-    order, colours = _methods(data, palette)
+    order, colours = methods(data, palette)
     for row, cond in enumerate(conditions):
         for col, (metric, axis_label) in enumerate(metrics.items()):
             ax = axes[row, col]
-            _shade_groups(ax, n)
+            shade_groups(ax, n)
             part = data[(data["condition"] == cond) & (data["metric"] == metric)]
             sns.lineplot(data=part, x="class_idx", y="value", hue="Method", hue_order=order, palette=colours,
                          marker="o" if n <= 30 else None, errorbar="sd", legend=row == 0 and col == len(metrics) - 1,
@@ -87,7 +87,7 @@ def per_class_metrics(data: pd.DataFrame, classes: list[str], counts: list[int],
             ax.set_xlabel("class (training images), head → tail" if row == len(conditions) - 1 else "")
             ax.set_title(f"{cond}")
             if row == len(conditions) - 1:
-                _class_ticks(ax, classes, counts)
-    _legend_right(axes[0, -1])
+                class_ticks(ax, classes, counts)
+    legend_right(axes[0, -1])
     fig.suptitle(title)
     return fig

@@ -36,23 +36,23 @@ def style() -> Iterator[None]:
         yield
 
 
-def _figure(width: float, height: float, **subplots: object) -> tuple[Figure, np.ndarray]:
+def figure(width: float, height: float, **subplots: object) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots(squeeze=False, **subplots)
 
 
-def _methods(data: pd.DataFrame, palette: Palette) -> tuple[list[str], dict]:
+def methods(data: pd.DataFrame, palette: Palette) -> tuple[list[str], dict]:
     order = sorted(data["Method"].unique(), key=method_sort_key)
     return order, {m: palette[m] for m in order}
 
 
-def _legend_right(ax: Axes) -> None:
+def legend_right(ax: Axes) -> None:
     if ax.get_legend() is not None:
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
 
 
-def _class_ticks(ax: Axes, classes: list[str], counts: list[int], axis: str = "x") -> None:
+def class_ticks(ax: Axes, classes: list[str], counts: list[int], axis: str = "x") -> None:
     ticks = list(range(0, len(classes), math.ceil(len(classes) / _MAX_CLASS_TICKS)))
     names = [f"{classes[i]} ({counts[i]})" for i in ticks]
     if axis == "x":
@@ -61,7 +61,7 @@ def _class_ticks(ax: Axes, classes: list[str], counts: list[int], axis: str = "x
         ax.set_yticks([t + 0.5 for t in ticks], names, rotation=0)
 
 
-def _shade_groups(ax: Axes, n_classes: int) -> None:
+def shade_groups(ax: Axes, n_classes: int) -> None:
     """Grey bands and labels for the head / mid / tail thirds (head = first C//3, tail = last C//3)."""
     third = n_classes // 3
     if third == 0:
@@ -89,19 +89,19 @@ def per_class(data: pd.DataFrame, classes: list[str], counts: list[int], attack:
     ``data``: one row per (run, class) with ``Method``, ``class_idx``, ``acc``.
     """
     n = len(classes)
-    fig, axes = _figure(min(max(6.5, 2.5 + 0.5 * n), 16.0), 4.5)
+    fig, axes = figure(min(max(6.5, 2.5 + 0.5 * n), 16.0), 4.5)
     ax = axes[0, 0]
-    _shade_groups(ax, n)
-    order, colours = _methods(data, palette)
+    shade_groups(ax, n)
+    order, colours = methods(data, palette)
     sns.lineplot(data=data, x="class_idx", y="acc", hue="Method", hue_order=order, palette=colours,
                  marker="o" if n <= _MAX_CLASS_TICKS else None, errorbar="sd", ax=ax)
-    _class_ticks(ax, classes, counts)
+    class_ticks(ax, classes, counts)
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_ylim(0, min(100.0, data["acc"].max() * 1.1 + 8))
     ax.set_xlabel("class (training images), head → tail")
     ax.set_ylabel(f"{attack_name(attack)} accuracy (%)")
     ax.set_title(title)
-    _legend_right(ax)
+    legend_right(ax)
     return fig
 
 
@@ -113,8 +113,8 @@ def group_bars(data: pd.DataFrame, palette: Palette, title: str) -> Figure:
     attacks = list(dict.fromkeys(data["attack"]))
     ncols = min(len(attacks), 3)
     nrows = math.ceil(len(attacks) / ncols)
-    fig, axes = _figure(3.3 * ncols + 2.0, 3.3 * nrows, nrows=nrows, ncols=ncols, sharey=True)
-    order, colours = _methods(data, palette)
+    fig, axes = figure(3.3 * ncols + 2.0, 3.3 * nrows, nrows=nrows, ncols=ncols, sharey=True)
+    order, colours = methods(data, palette)
     for ax, attack in zip(axes.flat, attacks, strict=False):
         sns.barplot(data=data[data["attack"] == attack], x="group", y="acc", order=["head", "mid", "tail"],
                     hue="Method", hue_order=order, palette=colours, saturation=1, errorbar="sd", capsize=0.15,
@@ -137,13 +137,13 @@ def ae_distribution(panels: list[tuple[str, pd.DataFrame]], classes: list[str], 
     ``panels``: (method label, class x epoch frame of shares in % of each epoch's AEs).
     """
     n = len(classes)
-    fig, axes = _figure(2.4 + 3.2 * len(panels), min(max(3.2, 1.8 + 0.3 * n), 9.0), ncols=len(panels))
+    fig, axes = figure(2.4 + 3.2 * len(panels), min(max(3.2, 1.8 + 0.3 * n), 9.0), ncols=len(panels))
     vmax = max(float(np.nanmax(frame.to_numpy())) for _, frame in panels)
     for i, (ax, (label, frame)) in enumerate(zip(axes[0], panels, strict=True)):
         sns.heatmap(frame, vmin=0, vmax=vmax, cmap="rocket_r", cbar=False, yticklabels=False, ax=ax)
         _epoch_ticks(ax, list(frame.columns))
         if i == 0:
-            _class_ticks(ax, classes, counts, axis="y")
+            class_ticks(ax, classes, counts, axis="y")
             ax.set_ylabel("predicted class (training images)")
         else:
             ax.set_ylabel("")
@@ -160,16 +160,16 @@ def robust_vs_clean(data: pd.DataFrame, palette: Palette, attack: str, title: st
 
     ``data``: one row per run with ``Method``, ``UR``, ``clean``, ``robust``.
     """
-    fig, axes = _figure(7.0, 4.5)
+    fig, axes = figure(7.0, 4.5)
     ax = axes[0, 0]
-    order, colours = _methods(data, palette)
+    order, colours = methods(data, palette)
     urs = sorted(data["UR"].unique(), key=float)
     sns.scatterplot(data=data, x="clean", y="robust", hue="Method", hue_order=order, palette=colours,
                     style="UR" if len(urs) > 1 else None, style_order=urs, s=70, ax=ax)
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel(f"{attack_name(attack)} accuracy (%)")
     ax.set_title(title)
-    _legend_right(ax)
+    legend_right(ax)
     return fig
 
 
@@ -178,8 +178,8 @@ def accuracy_vs_ur(data: pd.DataFrame, palette: Palette, attack: str, title: str
 
     ``data``: one row per run with ``Method``, ``ur``, ``acc``, ``tail``.
     """
-    fig, axes = _figure(10.5, 4.2, ncols=2, sharey=True)
-    order, colours = _methods(data, palette)
+    fig, axes = figure(10.5, 4.2, ncols=2, sharey=True)
+    order, colours = methods(data, palette)
     urs = sorted(data["ur"].unique())
     names = ("overall", "tail (last third of the classes)")
     for i, (ax, column, name) in enumerate(zip(axes[0], ("acc", "tail"), names, strict=True)):
@@ -191,7 +191,7 @@ def accuracy_vs_ur(data: pd.DataFrame, palette: Palette, attack: str, title: str
         ax.set_xlabel("imbalance ratio UR (log scale)")
         ax.set_ylabel(f"{attack_name(attack)} accuracy (%)")
         ax.set_title(name)
-    _legend_right(axes[0, 1])
+    legend_right(axes[0, 1])
     fig.suptitle(title)
     return fig
 
@@ -201,8 +201,8 @@ def training_curves(data: pd.DataFrame, palette: Palette, columns: dict[str, str
 
     ``data``: one row per (run, epoch) with ``Method``, ``epoch`` and the columns in %.
     """
-    fig, axes = _figure(4.2 * len(columns) + 2.0, 4.0, ncols=len(columns))
-    order, colours = _methods(data, palette)
+    fig, axes = figure(4.2 * len(columns) + 2.0, 4.0, ncols=len(columns))
+    order, colours = methods(data, palette)
     for i, (ax, (column, label)) in enumerate(zip(axes[0], columns.items(), strict=True)):
         sns.lineplot(data=data, x="epoch", y=column, hue="Method", hue_order=order, palette=colours,
                      marker="o" if data["epoch"].nunique() <= 20 else None, errorbar="sd",
@@ -210,6 +210,6 @@ def training_curves(data: pd.DataFrame, palette: Palette, columns: dict[str, str
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-    _legend_right(axes[0, -1])
+    legend_right(axes[0, -1])
     fig.suptitle(title)
     return fig
