@@ -9,8 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli.eval_cmd import parse_n
-from bench.cli.options import data_root_option, device_option, progress_option
+from bench.cli.options import data_root_option, device_option, parse_n, progress_option
 from bench.core.device import resolve_device
 from bench.core.progress import Progress
 from bench.evaluation.settings import EVAL_BATCH_SIZE

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli.options import data_root_option, device_option, progress_option
+from bench.cli.options import data_root_option, device_option, parse_n, progress_option
 from bench.core import store
 from bench.core.device import resolve_device
 from bench.core.errors import BenchError, InputError
@@ -21,23 +21,12 @@ from bench.evaluation.settings import (
     EVAL_BATCH_SIZE,
     EVAL_PRECISIONS,
     SUITES,
-    check_count,
     eval_settings,
     parse_attacks,
 )
 from bench.grid.spec import expand, load_grid
 from bench.runs.runner import earlier_settings, evaluate_run, read_config
 from bench.training.config import check_preset
-
-
-def parse_n(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
-    """``--n``: a positive number of test images or ``all``."""
-    if value is None or value == "all":
-        return value
-    try:
-        return check_count(value, "--n")
-    except InputError as err:
-        raise click.BadParameter(f"expected a positive number of test images or 'all', got {value!r}") from err
 
 
 def per_class_table(record: dict[str, Any], classes: list[str], counts: list[int]) -> Table:
