@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli.grid_cmd import execute_grid
+from bench.cli.execute import execute_grid
 from bench.cli.options import parse_settings, training_options
 from bench.core.errors import InputError
 from bench.core.precision import device_type_of
