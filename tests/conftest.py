@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from bench.core.progress import Progress
-from bench.data.datasets import LongTailData, load_dataset, long_tail_data
+from bench.data.datasets import load_dataset
+from bench.data.longtail import LongTailData, long_tail_data
 from bench.evaluation.suite import epoch_validation
 from bench.training.config import RunConfig
 from bench.training.loop import Trainee, train

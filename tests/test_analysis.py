@@ -18,7 +18,7 @@ import bench.evaluation.suite as ev
 from bench.analysis.features import extract
 from bench.cli import main
 from bench.core.progress import Progress
-from bench.data.datasets import to_float
+from bench.data.images import to_float
 from bench.models import build_model
 from bench.models.inference import InferenceModel
 from methods.base import Method

@@ -7,15 +7,10 @@ import pytest
 import torch
 
 from bench.core.errors import BenchError, InputError
-from bench.data.datasets import (
-    DEBIAN_FASHION_MNIST,
-    augment,
-    load_dataset,
-    long_tail_counts,
-    long_tail_data,
-    long_tail_indices,
-    stratified_first_n,
-)
+from bench.data.augment import augment
+from bench.data.datasets import load_dataset
+from bench.data.fashion_mnist import DEBIAN_FASHION_MNIST
+from bench.data.longtail import long_tail_counts, long_tail_data, long_tail_indices, stratified_first_n
 
 
 def test_cifar10_ur100_counts_match_official_profile():

@@ -20,7 +20,8 @@ from bench.cli import main
 from bench.core import store
 from bench.core.errors import InputError
 from bench.core.progress import Progress
-from bench.data.datasets import LongTailData, to_float
+from bench.data.images import to_float
+from bench.data.longtail import LongTailData
 from bench.evaluation.attacks import pgd
 from bench.evaluation.metrics import accuracy_summary, class_groups, unpack_correct
 from bench.evaluation.settings import ATTACK_KEYS, SUITES

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.data.datasets import to_float
+from bench.data.images import to_float
 from bench.perf.benchmark import reference_loop, synthetic_data
 from bench.perf.reference import PerImageDataset, tail_per_anchor_loop
 from bench.training.config import build_config

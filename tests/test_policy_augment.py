@@ -10,7 +10,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from bench.core.errors import InputError
-from bench.data.datasets import LongTailData, augment, train_batches
+from bench.data.augment import augment, train_batches
+from bench.data.longtail import LongTailData
 from bench.data.policy_augment import RA_MAGNITUDE, apply_plans, draw_plans
 from bench.training.config import build_config
 

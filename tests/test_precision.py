@@ -14,7 +14,7 @@ from bench.cli import main
 from bench.core import store
 from bench.core.errors import BenchError, InputError
 from bench.core.progress import Progress
-from bench.data.datasets import to_float
+from bench.data.images import to_float
 from bench.grid.spec import expand, parse_grid
 from bench.models import ARCHS, build_model
 from bench.training.config import build_config

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.core.errors import InputError
-from bench.data.datasets import load_dataset, long_tail_counts, long_tail_data, stratified_first_n
+from bench.data.datasets import load_dataset
+from bench.data.longtail import long_tail_counts, long_tail_data, stratified_first_n
 from bench.training.config import build_config
 
 

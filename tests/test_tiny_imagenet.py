@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from bench.cli import main
 from bench.core.errors import BenchError
 from bench.data import tiny_imagenet
-from bench.data.datasets import long_tail_counts, long_tail_data
+from bench.data.longtail import long_tail_counts, long_tail_data
 from bench.models import build_model
 
 

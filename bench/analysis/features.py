@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from bench.core.progress import Progress
-from bench.data.datasets import to_float
+from bench.data.images import to_float
 from bench.evaluation.attacks import eval_mode
 from bench.evaluation.suite import adversarial_images, attack_generator
 from bench.models.inference import InferenceModel

@@ -23,7 +23,7 @@ from bench.core import store
 from bench.core.errors import BenchError, InputError
 from bench.core.precision import device_name
 from bench.core.progress import Progress
-from bench.data.datasets import stratified_first_n
+from bench.data.longtail import stratified_first_n
 from bench.evaluation.metrics import class_groups
 from bench.evaluation.settings import EVAL_BATCH_SIZE
 from bench.evaluation.suite import SUBSET_RULE, attack_params, package_versions

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bench.core.errors import BenchError
-from bench.data.datasets import ImageData
+from bench.data.images import ImageData
 
 FOLDER = "tiny-imagenet"
 NUM_CLASSES, IMAGE_SIZE = 200, 64

@@ -25,7 +25,8 @@ from bench import __version__
 from bench.core.errors import InputError, unknown_name
 from bench.core.precision import device_name, with_precision
 from bench.core.progress import Progress
-from bench.data.datasets import LongTailData, stratified_first_n, to_float
+from bench.data.images import to_float
+from bench.data.longtail import LongTailData, stratified_first_n
 from bench.evaluation.attacks import ce_loss, cw_loss, eval_mode, pgd
 from bench.evaluation.metrics import accuracy_summary, pack_correct
 from bench.evaluation.settings import ATTACK_KEYS, EVAL_BATCH_SIZE, EvalSettings

@@ -21,7 +21,9 @@ import torch
 from torch import Tensor
 
 from bench.core.progress import Progress
-from bench.data.datasets import LongTailData, augment, dataset_info, long_tail_counts, train_batches
+from bench.data.augment import augment, train_batches
+from bench.data.datasets import dataset_info
+from bench.data.longtail import LongTailData, long_tail_counts
 from bench.evaluation.settings import EVAL_BATCH_SIZE
 from bench.evaluation.suite import attack_params, run_attack
 from bench.models.inference import InferenceModel

@@ -11,7 +11,7 @@ import torch
 from bench.core import store
 from bench.core.errors import BenchError, InputError
 from bench.core.progress import Progress
-from bench.data.datasets import LongTailData
+from bench.data.longtail import LongTailData
 from bench.evaluation.settings import EvalSettings
 from bench.evaluation.suite import epoch_validation, eval_record, evaluate
 from bench.models.inference import InferenceModel

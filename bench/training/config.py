@@ -17,7 +17,9 @@ from typing import Any
 
 from bench.core.errors import BenchError, InputError, unknown_name
 from bench.core.precision import PRECISIONS, resolve_precision
-from bench.data.datasets import AUGMENT_MODES, TEST_PROFILES, dataset_info, max_ur
+from bench.data.augment import AUGMENT_MODES
+from bench.data.datasets import dataset_info
+from bench.data.longtail import TEST_PROFILES, max_ur
 from bench.evaluation.settings import SUITES, EvalSettings, eval_settings
 from bench.models import check_arch
 from methods import get_method

@@ -18,7 +18,10 @@ from bench.core import store
 from bench.core.errors import BenchError
 from bench.core.precision import autocast, device_name, with_precision
 from bench.core.progress import Progress
-from bench.data.datasets import ImageData, LongTailData, load_dataset, long_tail_data, train_batches
+from bench.data.augment import train_batches
+from bench.data.datasets import load_dataset
+from bench.data.images import ImageData
+from bench.data.longtail import LongTailData, long_tail_data
 from bench.evaluation.attacks import pgd
 from bench.evaluation.metrics import entropy
 from bench.models import Net, build_model
