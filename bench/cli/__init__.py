@@ -1,4 +1,12 @@
-"""The ``bench`` command line: run, eval, grid, report, analyze, list, data, perf."""
+"""The ``bench`` command line: run, eval, grid, report, analyze, list, data, perf.
+
+One module per command (``*_cmd``: parse the options, call the layers below, print); ``options`` holds the
+options several commands share and ``execute`` the runs of ``bench run`` and ``bench grid``. A command module
+imports no other command module.
+
+May import: bench.core, bench.data, bench.models, methods, bench.evaluation, bench.training, bench.analysis,
+bench.report, bench.perf, bench.runs, bench.grid.
+"""
 
 from __future__ import annotations
 

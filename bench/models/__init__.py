@@ -1,4 +1,10 @@
-"""Architecture registry: each entry builds a backbone and reports its feature size."""
+"""Architecture registry: each entry builds a backbone and reports its feature size.
+
+``net`` joins a backbone and a method's head (``Output``: features and logits); ``inference`` is the model
+exactly as it predicts, with the method's inference-time adjustment.
+
+May import: bench.core.
+"""
 
 from __future__ import annotations
 
