@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,10 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_args):
     assert result.exit_code == 1
     assert "checkpoint" in result.output and "corrupt" in result.output
     assert (run_dir / "failed").exists() and not (run_dir / "done").exists()
+
+
+@pytest.mark.parametrize("args", [["--version"], ["run", "--methods", "nope"]])
+def test_python_m_bench_is_the_bench_command(args):
+    module = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True)
+    command = CliRunner().invoke(main, args, prog_name="bench")
+    assert (module.returncode, module.stdout + module.stderr) == (command.exit_code, command.output)
