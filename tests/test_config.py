@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -66,22 +64,6 @@ def test_largest_valid_ur_is_named():
 def test_old_configs_are_refused_with_the_fix():
     with pytest.raises(Exception, match="another version"):
         RunConfig.from_dict({**DEFAULTS.to_dict(), "eval_suite": "fast"})
-
-
-#: imported in this order in one fresh interpreter: the modules that must not have been loaded yet
-LAYERS = [
-    ("bench.training.config", ["bench.evaluation.suite", "pyautoattack"]),  # the run config does not need the evaluator
-    ("bench.training.loop", ["bench.evaluation.suite", "pyautoattack"]),  # validation comes in as a callable
-    ("bench.runs.runner", ["pyautoattack"]),  # AutoAttack loads only when it runs
-]
-
-
-@pytest.mark.parametrize("layers", [LAYERS, [("bench.models", ["methods"])]])  # Output lives with the models
-def test_layering(layers):
-    code = (f"import importlib, sys\nfor module, absent in {layers!r}:\n    importlib.import_module(module)\n"
-            "    print([m for m in absent if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["[]"] * len(layers)
 
 
 @pytest.mark.slow
