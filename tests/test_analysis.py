@@ -157,6 +157,7 @@ def test_features_come_from_the_evaluators_adversarial_images() -> None:
 
 # --- the command line -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bench_analyze_writes_resumes_and_checks_against_eval(
     cifar_root: Path, tiny_args: list[str], tmp_path: Path
 ) -> None:

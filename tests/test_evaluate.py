@@ -261,6 +261,7 @@ def test_resume_skips_attacks_done_with_the_same_settings(
     assert fewer["attacks"]["clean"]["per_class_total"] == [2] * C
 
 
+@pytest.mark.slow
 def test_per_image_results_match_the_summary_and_old_records_get_them(
     net: nn.Module, data: LongTailData, calls: list[str], paper: Paper
 ) -> None:

@@ -50,6 +50,7 @@ def test_reference_step_matches_the_real_step_in_fp32(tiny_data, method):
     assert stats.hist.tolist() == loop.pred_counts
 
 
+@pytest.mark.slow
 def test_perf_command_prints_the_ratio_and_json():
     runner = CliRunner()
     args = ["perf", "--synthetic", "--dataset", "cifar10", "--batches", "1", "--batch-size", "8", "--preset",

@@ -128,6 +128,7 @@ def test_training_step_never_waits_for_the_host(tiny_data, monkeypatch):
     assert stats.hist.sum().item() == 32
 
 
+@pytest.mark.slow
 def test_nan_names_epoch_and_batch_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data, monkeypatch):
     from methods.pgd_at import PGDAT
 

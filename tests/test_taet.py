@@ -114,6 +114,7 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_core_runs_no_attack_in_stage_one_and_resumes_into_stage_two(tmp_path, tiny_data, monkeypatch):
     import bench.training.loop
 

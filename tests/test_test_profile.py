@@ -44,6 +44,7 @@ def test_config_rejects_unknown_profiles():
         build_config(method="pgd-at", overrides={"test_profile": "tail"})
 
 
+@pytest.mark.slow
 def test_lt_run_records_the_profile_and_the_report_shows_balanced(tmp_path, tiny_args):
     out, report = tmp_path / "results", tmp_path / "report"
     result = CliRunner().invoke(main, ["run", "--methods", "pgd-at", "--out", str(out), *tiny_args,
