@@ -345,7 +345,7 @@ def test_autoattack_checks_are_recorded_with_its_result(
         logger.warning(warning)
         return y
 
-    monkeypatch.setattr(ev, "_autoattack_predictions", fake_aa)
+    monkeypatch.setattr(ev, "autoattack_predictions", fake_aa)
     record = ev.evaluate(plain(net), data, attacks=("clean", "aa"), eps=EPS, step_size=EPS / 4, seed=0, n=None,
                          batch_size=100, record={}, save=None, progress=QUIET)
     assert record["attacks"]["aa"]["checks"] == [warning, warning]  # one per batch of 100 of the 160 images

@@ -9,12 +9,10 @@ Each attack stores per-class counts, head/mid/tail means, the worst class and ba
 from __future__ import annotations
 
 import functools
-import logging
 import platform
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
@@ -28,15 +26,12 @@ from bench.core.progress import Progress
 from bench.data.images import to_float
 from bench.data.longtail import LongTailData, stratified_first_n
 from bench.evaluation.attacks import ce_loss, cw_loss, eval_mode, pgd
+from bench.evaluation.autoattack import AA_MAX_TARGETS, AA_MIN_CLASSES, autoattack_checks, autoattack_predictions
 from bench.evaluation.metrics import accuracy_summary, pack_correct
 from bench.evaluation.settings import ATTACK_KEYS, EVAL_BATCH_SIZE, EvalSettings
 from bench.models.inference import InferenceModel
 
 CW_KAPPA = 50.0
-#: AutoAttack "standard" attacks 9 target classes; a C-class model has only C - 1
-AA_MAX_TARGETS = 9
-#: APGD-T's targeted DLR loss reads the fourth-largest logit
-AA_MIN_CLASSES = 4
 #: how many test images to evaluate: a number, "all", or None for the run's configured count
 SampleCount = int | Literal["all"] | None
 SUBSET_RULE = ("first ceil(n * n_c / N) test images of class c (n_c of the N test images), in test-set order "
@@ -82,38 +77,6 @@ def attack_params(key: str, eps: float, step_size: float, num_classes: int, seed
     raise unknown_name("attack", key, list(ATTACK_KEYS))
 
 
-def _autoattack_predictions(model: InferenceModel, x: Tensor, y: Tensor, params: dict[str, Any]) -> Tensor:
-    """Labels predicted on AutoAttack's examples: the clean prediction where it is already wrong."""
-    from pyautoattack import AutoAttack  # loads only when AutoAttack runs
-
-    adversary = AutoAttack(model, eps=params["eps"], norm=params["norm"], version=params["version"],
-                           seed=params["seed"], device=x.device)
-    adversary.apgd_targeted.n_target_classes = params["n_target_classes"]
-    adversary.fab.n_target_classes = params["n_target_classes"]
-    # AutoAttack reseeds the global generators; keep them as they were for whatever runs next
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=y.numel())
-    return y_adv
-
-
-@contextmanager
-def autoattack_checks() -> Iterator[list[str]]:
-    """Collect the warnings of AutoAttack's own reliability checks (e.g. Square lowering the robust accuracy
-    that the gradient attacks left, a sign of gradient masking), which pyautoattack logs as ``auto-attack``."""
-    messages: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    logger, handler = logging.getLogger("auto-attack"), Collect(logging.WARNING)
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
-
-
 def attack_generator(key: str, seed: int, device: torch.device) -> torch.Generator:
     """The generator of attack ``key``'s random starts, drawn batch after batch over the test subset."""
     return torch.Generator(device=device).manual_seed(seed + zlib.crc32(key.encode()))
@@ -137,7 +100,7 @@ def attack_predictions(
 ) -> Tensor:
     """Labels ``model`` predicts for one batch (x float in [0, 1]) under attack ``key``."""
     if key == "aa":
-        return _autoattack_predictions(model, x, y, params)
+        return autoattack_predictions(model, x, y, params)
     x = adversarial_images(model, key, params, x, y, generator)
     with torch.no_grad():
         return model(x).argmax(1)
