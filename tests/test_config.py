@@ -11,13 +11,12 @@ from click.testing import CliRunner
 from bench.cli import main
 from bench.core import store
 from bench.core.errors import InputError
-from bench.core.precision import resolve_precision
 from bench.grid.spec import expand, parse_grid
 from bench.training.config import DEFAULTS, PRESETS, RunConfig, build_config, setting
 
 
 def test_field_defaults_are_the_quick_preset_on_fashion_mnist():
-    assert build_config() == dataclasses.replace(DEFAULTS, precision=resolve_precision(DEFAULTS.precision))
+    assert build_config() == DEFAULTS
     assert PRESETS["quick"].training == {}
     assert build_config(preset="smoke").epochs == 1 and build_config(preset="paper").milestones == (60, 75)
 

@@ -33,23 +33,24 @@ TIMEOUT = 300
 SIGINT_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
 #: `bench` in a fresh interpreter (PYTHONPATH and the rest of the environment are inherited)
 BENCH = [sys.executable, "-c", SIGINT_AS_IN_A_TERMINAL + "import sys; from bench.cli import main; sys.exit(main())"]
-#: the same, with ``torch.save`` writing half of the Nth checkpoint, creating sys.argv[1] and hanging
+#: the same, with the Nth checkpoint write stopping half way through its temp file, creating sys.argv[1], hanging
 HANGING_SAVE = SIGINT_AS_IN_A_TERMINAL + """
-import io, sys, time, torch
+import sys, time
+from bench.core import store
 marker, nth = sys.argv[1], int(sys.argv[2])
 del sys.argv[1:3]
-real_save, calls = torch.save, [0]
-def save(obj, fh, *args, **kwargs):
-    calls[0] += 1
-    if calls[0] == nth:
-        buf = io.BytesIO()
-        real_save(obj, buf)
-        fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-        fh.flush()
-        open(marker, "w").close()
-        time.sleep(600)
-    return real_save(obj, fh, *args, **kwargs)
-torch.save = save
+real_write, calls = store.write_bytes, [0]
+def half_then_hang(fh, data):
+    fh.write(data[: len(data) // 2])
+    fh.flush()
+    open(marker, "w").close()
+    time.sleep(600)
+def write_bytes(path, data):
+    calls[0] += path.suffix == ".pt"
+    if path.suffix == ".pt" and calls[0] == nth:
+        store._atomic(path, lambda fh: half_then_hang(fh, data))
+    return real_write(path, data)
+store.write_bytes = write_bytes
 from bench.cli import main
 sys.exit(main())
 """

@@ -173,7 +173,7 @@ def test_bad_grid_files_name_the_valid_choices(text, message):
 
 @pytest.mark.parametrize("name, count", [("paper-main", 108), ("ablation", 11), ("fmnist-quick", 18),
                                          ("taet-protocol", 16), ("fmnist-reference", 48), ("fmnist-ur-sweep", 28),
-                                         ("rbl-logit", 10), ("bf16-numerics", 12)])
+                                         ("rbl-logit", 10), ("bf16-numerics", 12), ("fmnist-eps-curve", 8)])
 def test_shipped_grids_expand(name, count):
     runs = expand(load_grid(name))
     assert len(runs) == count == len({c.run_id for c in runs})
@@ -219,8 +219,8 @@ def test_shipped_grid_contents():
 
 
 def test_unknown_grid_lists_the_shipped_ones():
-    shipped = ("ablation, bf16-numerics, fmnist-quick, fmnist-reference, fmnist-ur-sweep, paper-main, rbl-logit, "
-               "taet-protocol")
+    shipped = ("ablation, bf16-numerics, fmnist-eps-curve, fmnist-quick, fmnist-reference, fmnist-ur-sweep, "
+               "paper-main, rbl-logit, taet-protocol")
     with pytest.raises(InputError, match=shipped):
         load_grid("paper-mian")
     result = bench("grid", "paper-mian", "--dry-run")
@@ -402,7 +402,7 @@ def test_local_worker_devices_and_threads():
 def test_report_command_calls_write_report(tmp_path, monkeypatch):
     calls = []
 
-    def fake_write_report(results_dir, out_dir, checkpoint="last"):
+    def fake_write_report(results_dir, out_dir, checkpoint="last", warn=None):
         calls.append((Path(results_dir), Path(out_dir), checkpoint))
         return Path(out_dir) / "index.md"
 

@@ -28,23 +28,28 @@ TINY_FIELDS = {"epochs": 1, "steps": 1, "batch_size": 32, "epoch_eval_n": 20}
 
 
 @pytest.mark.parametrize(("device", "cpu_bf16", "cuda_bf16", "expected"), [
-    ("cpu", True, False, "bf16"), ("cpu", False, True, "fp32"), ("cuda", False, True, "bf16"),
-    ("cuda", True, False, "fp32"),
+    ("cpu", True, False, "bf16"), ("cpu", False, True, "fp32"), ("cuda", False, True, "fp32"),
+    ("cuda", True, True, "fp32"),
 ])
-def test_auto_precision_follows_the_device(monkeypatch, device, cpu_bf16, cuda_bf16, expected):
+def test_auto_precision_picks_what_was_measured_faster(monkeypatch, device, cpu_bf16, cuda_bf16, expected):
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: cpu_bf16)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: cuda_bf16)
     assert precision.resolve_precision("auto", device) == expected
     assert precision.resolve_precision("fp32", device) == "fp32"
+    assert precision.resolve_precision("bf16", device) == "bf16"
 
 
-def test_precision_is_resolved_before_hashing(monkeypatch):
-    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
-    auto = build_config(method="reat", device_type="cpu")
-    assert auto.precision == "fp32"
-    assert auto == build_config(method="reat", overrides={"precision": "fp32"}, device_type="cpu")
-    bf16 = build_config(method="reat", overrides={"precision": "bf16"}, device_type="cpu")
-    assert bf16.precision == "bf16" and bf16.run_id != auto.run_id
+def test_auto_is_hashed_as_asked_not_as_resolved(monkeypatch):
+    ids = set()
+    for bf16 in (False, True):
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda bf16=bf16: bf16)
+        auto = build_config(method="reat")
+        assert auto.precision == "auto"
+        ids.add(auto.run_id)
+    assert len(ids) == 1
+    fp32 = build_config(method="reat", overrides={"precision": "fp32"})
+    bf16 = build_config(method="reat", overrides={"precision": "bf16"})
+    assert len({fp32.run_id, bf16.run_id, *ids}) == 3
     with pytest.raises(InputError, match="precision must be one of"):
         build_config(method="reat", overrides={"precision": "fp16"})
     with pytest.raises(InputError, match="compile must be true or false"):
@@ -58,13 +63,15 @@ def test_grid_set_precision_reaches_every_run():
 
 
 @pytest.mark.slow
-def test_run_stores_the_resolved_precision_and_trains_in_bf16(tmp_path, tiny_args):
+def test_run_records_the_precision_it_trains_in_and_trains_in_bf16(tmp_path, tiny_args):
     out = tmp_path / "res"
     small = ["--eval-n", "10", "--set", "epoch_eval_n=10"]
     result = CliRunner().invoke(main, ["run", "--out", str(out), "--precision", "bf16", *tiny_args, *small])
     assert result.exit_code == 0, result.output
     (run_dir,) = out.iterdir()
     assert store.read_json(run_dir / store.CONFIG_FILE)["config"]["precision"] == "bf16"
+    assert [e["precision"] for e in store.read_jsonl(run_dir / store.METRICS_FILE)] == ["bf16"]
+    assert store.trained_precision(run_dir) == "bf16"
     evaluated = store.read_json(run_dir / "eval.json")["attacks"]
     assert "precision" not in evaluated["pgd20"]["params"]  # the final evaluation stays fp32
     result = CliRunner().invoke(main, ["eval", str(run_dir), "--precision", "bf16", "--no-progress",

@@ -130,8 +130,8 @@ def test_problem_runs_have_reasons(tree: Path) -> None:
     assert "1 of 2 epochs" in problems[run_id("rbl", 2)].reason
     assert (problems[run_id("trades", 0)].status, problems[run_id("trades", 0)].reason) == (
         "failed", "RuntimeError: CUDA out of memory")
-    assert problems[run_id("pgd-at", 3)].status == "failed"
-    assert problems[run_id("pgd-at", 3)].reason.startswith("unreadable eval.json")
+    assert problems[run_id("pgd-at", 3)].status == "unreadable"
+    assert problems[run_id("pgd-at", 3)].reason.startswith(f"unreadable {tree / run_id('pgd-at', 3) / 'eval.json'} (")
 
 
 def test_best_checkpoint_reads_eval_best(tree: Path) -> None:
@@ -139,7 +139,7 @@ def test_best_checkpoint_reads_eval_best(tree: Path) -> None:
     assert set(df["run_id"]) == {run_id("pgd-at", 0)}
     assert df.set_index("attack").loc["pgd20", "acc"] == pytest.approx(0.5)
     reasons = {p.run_id: p.reason for p in problem_runs(tree, checkpoint="best")}
-    assert reasons[run_id("rbl", 0)] == "eval-best.json not found"
+    assert reasons[run_id("rbl", 0)].startswith(f"{tree / run_id('rbl', 0) / 'eval-best.json'} not found")
     with pytest.raises(InputError, match="checkpoint"):
         collect(tree, checkpoint="first")
 
@@ -215,7 +215,7 @@ def test_index_lists_runs_used_and_problems(report: Path) -> None:
     unfinished = "no `done` marker (1 of 2 epochs in metrics.jsonl)"
     assert f"| `{run_id('rbl', 2)}` | partial | {unfinished} |" in problems
     assert f"| `{run_id('trades', 0)}` | failed | RuntimeError: CUDA out of memory |" in problems
-    assert f"| `{run_id('pgd-at', 3)}` | failed | unreadable eval.json" in problems
+    assert f"| `{run_id('pgd-at', 3)}` | unreadable | unreadable " in problems
     assert run_id("pgd-at", 3) not in used
 
 
@@ -287,3 +287,60 @@ def test_training_and_evaluation_devices_are_reported(tmp_path: Path) -> None:
             "Evaluated on (run and attack results): NVIDIA H200 (6), cpu (1 threads) (3)") in index
     header = (tmp_path / "report" / "tables" / "runs.csv").read_text().splitlines()[0]
     assert header.endswith("per_class_acc,trained_on,eval_device")
+
+
+def test_runs_of_two_protocols_never_share_a_row(tmp_path: Path) -> None:
+    """The same method evaluated on other test images, or trained in another precision, gets its own row."""
+    for seed in (0, 1):
+        write_run(tmp_path, "pgd-at", seed)
+    other_images = write_run(tmp_path, "rbl", 0)
+    bf16 = write_run(tmp_path, "rbl", 1)
+    record = json.loads((other_images / "eval.json").read_text())
+    (other_images / "eval.json").write_text(json.dumps({**record, "n_test": 200}))
+    meta = json.loads((bf16 / "config.json").read_text())
+    meta["config"]["precision"] = "auto"
+    (bf16 / "config.json").write_text(json.dumps(meta))
+    lines = (bf16 / "metrics.jsonl").read_text().splitlines()
+    (bf16 / "metrics.jsonl").write_text("".join(json.dumps({**json.loads(x), "precision": "bf16"}) + "\n"
+                                                for x in lines))
+    df = collect(tmp_path)
+    labels = dict(zip(df["run_id"], df["method_label"], strict=True))
+    assert labels[run_id("pgd-at", 0)] == labels[run_id("pgd-at", 1)] == "pgd-at"
+    assert labels[run_id("rbl", 0)] != labels[run_id("rbl", 1)]
+    assert "test_images=200" in labels[run_id("rbl", 0)] and "precision=bf16" in labels[run_id("rbl", 1)]
+    assert dict(zip(df["run_id"], df["precision"], strict=True))[run_id("rbl", 1)] == "bf16"
+
+
+def test_an_auto_run_pools_with_the_precision_it_resolved_to(tmp_path: Path) -> None:
+    write_run(tmp_path, "pgd-at", 0)
+    auto = write_run(tmp_path, "pgd-at", 1)
+    meta = json.loads((auto / "config.json").read_text())
+    (auto / "config.json").write_text(json.dumps({**meta, "config": {**meta["config"], "precision": "auto"}}))
+    with (auto / "metrics.jsonl").open("a") as fh:
+        fh.write(json.dumps({"epoch": 3, "precision": "fp32"}) + "\n")
+    first = tmp_path / run_id("pgd-at", 0) / "config.json"
+    meta0 = json.loads(first.read_text())
+    first.write_text(json.dumps({**meta0, "config": {**meta0["config"], "precision": "fp32"}}))
+    assert set(collect(tmp_path)["method_label"]) == {"pgd-at"}
+
+
+def test_unreadable_eval_json_is_named_and_the_other_runs_are_reported(tmp_path: Path) -> None:
+    write_run(tmp_path, "pgd-at", 0)
+    broken = write_run(tmp_path, "rbl", 0, eval_text="{not json")
+    warnings: list[str] = []
+    index = write_report(tmp_path, tmp_path / "out", warn=warnings.append)
+    assert run_id("pgd-at", 0) in index.read_text()
+    assert warnings == [f"left out {broken.name}: unreadable {broken / 'eval.json'} (Expecting property name "
+                        "enclosed in double quotes: line 1 column 2 (char 1)); rerun `bench eval "
+                        f"{broken}` or delete the run"]
+    only_broken = tmp_path / "only"
+    write_run(only_broken, "rbl", 0, eval_text="{not json")
+    with pytest.raises(InputError, match=r"1 finished run\(s\) have unreadable records, e.g. unreadable .*eval.json"):
+        collect(only_broken)
+
+
+def test_a_report_can_be_limited_to_some_runs(tmp_path: Path) -> None:
+    for method in ("pgd-at", "rbl"):
+        write_run(tmp_path, method, 0)
+    index = write_report(tmp_path, tmp_path / "out", run_ids={run_id("rbl", 0)}).read_text()
+    assert "1 finished runs used" in index and run_id("pgd-at", 0) not in index

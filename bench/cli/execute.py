@@ -42,16 +42,16 @@ def _percent(acc: float | None) -> str:
     return "-" if acc is None else f"{100 * acc:.2f}"
 
 
-def summary_table(configs: Sequence[RunConfig], results: dict[str, RunResult]) -> Table:
-    """One row per run: how it ended and its clean / PGD-20 accuracy (%)."""
+def summary_table(configs: Sequence[RunConfig], results: dict[str, RunResult], out: Path) -> Table:
+    """One row per run: how it ended, the precision it trained in, its clean / PGD-20 accuracy (%)."""
     table = Table(title="grid summary: clean / PGD-20 accuracy (%)")
-    for col in ("run", "status", "clean", "PGD-20"):
+    for col in ("run", "status", "precision", "clean", "PGD-20"):
         table.add_column(col, justify="right" if col in ("clean", "PGD-20") else "left", no_wrap=col == "run")
     for cfg in configs:
         res = results[cfg.run_id]
         status = f"{res.status}: {res.message}" if res.message else res.status
-        table.add_row(cfg.run_id, f"[{STYLE[res.status]}]{escape(status)}", _percent(res.clean),
-                      _percent(res.pgd20))
+        table.add_row(cfg.run_id, f"[{STYLE[res.status]}]{escape(status)}", store.trained_precision(out / cfg.run_id),
+                      _percent(res.clean), _percent(res.pgd20))
     return table
 
 
@@ -112,7 +112,7 @@ def execute_grid(
     else:
         ran = run_local(tasks, workers, report)
     results |= {res.run_id: res for res in ran}
-    console.print(summary_table(configs, results))
+    console.print(summary_table(configs, results, out))
     failed = [res for res in results.values() if res.status == FAILED]
     if len(configs) == 1 and failed:
         raise BenchError(f"{failed[0].run_id} failed: {failed[0].message}")

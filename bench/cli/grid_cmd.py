@@ -14,7 +14,6 @@ from rich.table import Table
 from bench.cli.execute import STYLE, WIDTH, check_results_dir, execute_grid, grid_statuses, overview
 from bench.cli.options import parse_settings, training_options
 from bench.core.errors import InputError
-from bench.core.precision import device_type_of
 from bench.grid.executors import SlurmOptions
 from bench.grid.spec import changed_params, expand, load_grid
 from bench.training.config import RunConfig
@@ -64,8 +63,7 @@ def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, .
         raise InputError("--partition/--time/--gpus/--cpus/--array-parallelism need --executor slurm")
     spec = load_grid(grid)
     fields, params = parse_settings(settings)
-    runs_on = "cuda" if executor == "slurm" else device_type_of(device)  # precision "auto" resolves for it
-    configs = expand(spec, preset=preset, fields=fields, params=params, device_type=runs_on)
+    configs = expand(spec, preset=preset, fields=fields, params=params)
     evaluation = spec.evaluation(preset, suite, eval_n)
     slurm = SlurmOptions.merge(spec.slurm, flags)
     if dry_run:

@@ -25,5 +25,5 @@ def command(results_dir: Path, out: Path | None, checkpoint: str) -> None:
     for path in (out, *out.parents):
         if path.exists() and not path.is_dir():
             raise InputError(f"report folder {out}: {path} is a file; pass a folder with -o")
-    index = write_report(results_dir, out, checkpoint=checkpoint)
+    index = write_report(results_dir, out, checkpoint=checkpoint, warn=lambda line: click.echo(line, err=True))
     click.echo(f"report written to {index}")

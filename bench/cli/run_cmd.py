@@ -9,7 +9,6 @@ import click
 from bench.cli.execute import execute_grid
 from bench.cli.options import parse_settings, training_options
 from bench.core.errors import InputError
-from bench.core.precision import device_type_of
 from bench.evaluation.settings import EvalSettings
 from bench.grid.spec import GridSpec, expand
 from bench.training.config import DEFAULTS, PRESETS, RunConfig, parse_value
@@ -27,13 +26,13 @@ def one_cell_grid(methods: str, dataset: str, ur: str, arch: str, preset: str, s
 
 
 def build_runs(methods: str, dataset: str, ur: str, arch: str, preset: str, seed: str, numeric: dict[str, str | None],
-               settings: tuple[str, ...], suite: str | None = None, eval_n: str | None = None,
-               device_type: str | None = None) -> tuple[list[RunConfig], EvalSettings]:
+               settings: tuple[str, ...], suite: str | None = None,
+               eval_n: str | None = None) -> tuple[list[RunConfig], EvalSettings]:
     """Validate everything before anything is written: one RunConfig per method, and the evaluation."""
     spec = one_cell_grid(methods, dataset, ur, arch, preset, seed, suite, eval_n)
     fields, per_method = parse_settings(settings)
     fields = {k: parse_value(v) for k, v in numeric.items() if v is not None} | fields
-    return expand(spec, fields=fields, params=per_method, device_type=device_type), spec.evaluation()
+    return expand(spec, fields=fields, params=per_method), spec.evaluation()
 
 
 @click.command("run")
@@ -51,9 +50,9 @@ def build_runs(methods: str, dataset: str, ur: str, arch: str, preset: str, seed
 @click.option("--step-size", default=None, help="PGD step (default eps/4)")
 @click.option("--lr", default=None)
 @click.option("--precision", default=None,
-              help="training precision: fp32, bf16 (autocast) or auto (bf16 where the device has it) [auto]")
+              help="training precision: fp32, bf16 (autocast) or auto (resolved where the run trains) [auto]")
 @click.option("--report-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
-              help="where the report of OUT goes [reports/<name of OUT>]")
+              help="where the report of this command's runs goes [reports/<name of OUT>]")
 @click.option("--report/--no-report", "make_report", default=True, help="write tables and plots at the end")
 @training_options
 def command(methods: str, dataset: str, ur: str, arch: str, preset: str, seed: str, epochs: str | None,
@@ -67,8 +66,7 @@ def command(methods: str, dataset: str, ur: str, arch: str, preset: str, seed: s
     """
     numeric = {"epochs": epochs, "batch_size": batch_size, "eps": eps, "steps": steps, "step_size": step_size,
                "lr": lr, "precision": precision}
-    configs, evaluation = build_runs(methods, dataset, ur, arch, preset, seed, numeric, settings, suite, eval_n,
-                                     device_type_of(device))
+    configs, evaluation = build_runs(methods, dataset, ur, arch, preset, seed, numeric, settings, suite, eval_n)
     report_dir = report_dir or Path("reports") / out.resolve().name
     if make_report and report_dir.exists() and not report_dir.is_dir():
         raise InputError(f"--report-dir {report_dir} is a file; pass a folder")
@@ -77,5 +75,6 @@ def command(methods: str, dataset: str, ur: str, arch: str, preset: str, seed: s
     if make_report:
         from bench.report import write_report  # pandas and seaborn load only when needed
 
-        index = write_report(out, report_dir)
-        click.echo(f"report written to {index}")
+        index = write_report(out, report_dir, run_ids={cfg.run_id for cfg in configs},
+                             warn=lambda line: click.echo(line, err=True))
+        click.echo(f"report of these {len(configs)} runs written to {index}")

@@ -1,7 +1,10 @@
 """Run precision: fp32, or bf16 autocast (optimiser state and BN statistics stay fp32); `auto` picks per device.
 
-`auto` resolves before a run id is hashed: bf16 on CUDA devices that support it and on CPUs with AMX or
-AVX-512 BF16 (as torch reports them), fp32 elsewhere, where bf16 is emulated and slower than fp32.
+`auto` is part of the run id as the word ``auto`` and resolves where the run trains, from measurements
+(docs/performance.md): fp32 on CUDA (bf16 autocast measured slower for the image sizes ltbench ships, e.g.
+0.85x for resnet18 on an H200), bf16 on CPUs that compute it natively (AMX or AVX-512 BF16, as torch reports
+them), fp32 on other CPUs, where bf16 is emulated and several times slower. The resolved precision is
+recorded with every epoch and in the checkpoint; a resumed run keeps it.
 """
 
 from __future__ import annotations
@@ -25,16 +28,6 @@ def default_device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def device_type_of(name: str) -> str:
-    """The device type a ``--device`` value means (``auto``: CUDA if available); unknown names count as CPU."""
-    if name == "auto":
-        return default_device_type()
-    try:
-        return torch.device(name).type
-    except RuntimeError:
-        return "cpu"
-
-
 def device_name(device: torch.device) -> str:
     """The device in words, as run records store it: the GPU's name, or the CPU and its torch threads."""
     if device.type == "cuda":
@@ -42,16 +35,15 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def resolve_precision(name: str, device_type: str | None = None) -> str:
-    """``fp32`` or ``bf16``; ``auto`` becomes bf16 where ``device_type`` (default: the default device) has it."""
+def resolve_precision(name: str, device_type: str) -> str:
+    """``fp32`` or ``bf16``; ``auto`` becomes what was measured faster on ``device_type`` (module docstring)."""
     if name not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     if name != "auto":
         return name
-    device_type = device_type or default_device_type()
-    if device_type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_bf16() else "fp32"
+    if device_type == "cpu" and cpu_has_bf16():
+        return "bf16"
+    return "fp32"
 
 
 def autocast(precision: str, device: torch.device) -> AbstractContextManager:

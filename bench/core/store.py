@@ -8,6 +8,7 @@ markers ``lock`` (a process works on it), ``done`` and ``failed`` (the error, th
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import tempfile
@@ -45,9 +46,12 @@ def _atomic(path: Path, write: Any) -> None:
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
-            raise BenchError(f"cannot write {path} ({err.strerror}); the previous version is kept: free disk "
-                             "space and rerun the same command") from None
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BenchError(f"cannot write {path}: the disk is full ({err.strerror}); the previous version is "
+                             "kept: free disk space and rerun the same command") from None
+        if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.EIO):
+            raise BenchError(f"cannot write {path} ({err.strerror}); the previous version is kept: fix the "
+                             "disk and rerun the same command") from None
         raise
 
 
@@ -93,8 +97,10 @@ def read_jsonl(path: Path) -> list[Any]:
 
 
 def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
-    """torch.save atomically."""
-    _atomic(path, lambda fh: torch.save(obj, fh))
+    """torch.save atomically; serialised in memory first, so a full disk is an OSError named as such."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -138,6 +144,27 @@ def failure_message(run_dir: Path) -> str:
     if not lines:
         return "failed (empty `failed` file)"
     return lines[-1] if lines[0].startswith("Traceback") else lines[0]
+
+
+def trained_precision(run_dir: Path) -> str:
+    """The precision the run trained in: metrics.jsonl's per-epoch ``precision`` (joined by " + " if it changed),
+    else the config's when it is not ``auto`` (runs from before it was recorded), else "not recorded"."""
+    precisions: list[str] = []
+    path = Path(run_dir) / METRICS_FILE
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            value = json.loads(line).get("precision")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(value, str) and value not in precisions:
+            precisions.append(value)
+    if precisions:
+        return " + ".join(precisions)
+    try:
+        configured = json.loads((Path(run_dir) / CONFIG_FILE).read_text())["config"]["precision"]
+    except (OSError, ValueError, KeyError, TypeError):
+        configured = None
+    return configured if configured in ("fp32", "bf16") else "not recorded"
 
 
 def run_status(run_dir: Path) -> str:

@@ -221,12 +221,12 @@ def matches(rule: Mapping[str, Any], cfg: RunConfig) -> bool:
 
 def expand(
     spec: GridSpec, *, preset: str | None = None, fields: Mapping[str, Any] | None = None,
-    params: Mapping[str, Mapping[str, Any]] | None = None, device_type: str | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[RunConfig]:
     """The grid's runs in file order, without duplicates.
 
     ``preset``, config-field overrides ``fields`` and per-method parameters ``params`` (what ``--set`` gives)
-    override the file for every run; ``device_type`` is what precision ``auto`` resolves for.
+    override the file for every run.
     """
     file_fields, file_params = split_settings(spec.settings)
     cli_fields, cli_params = dict(fields or {}), dict(params or {})
@@ -245,7 +245,7 @@ def expand(
             params = file_params.get(method, {}) | swept_params | cli_params.get(method, {})
             cfg = build_config(method=method, dataset=dataset, ur=ur, arch=arch, preset=preset or spec.preset,
                                seed=seed, overrides=overrides | swept_fields | cli_fields,
-                               method_params=params, device_type=device_type)
+                               method_params=params)
             if not any(matches(rule, cfg) for rule in spec.exclude):
                 runs.setdefault(cfg.run_id, cfg)
     if not runs:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bench.core.precision import resolve_precision
 from bench.core.progress import Progress
 from bench.data.augment import augment, train_batches
 from bench.data.datasets import dataset_info
@@ -182,8 +183,8 @@ def perf_config(method: str, arch: str, dataset: str, device: torch.device, prec
     overrides: dict[str, Any] = {"precision": precision, "compile": compile_net}
     if batch_size is not None:
         overrides["batch_size"] = batch_size
-    return build_config(method=method, dataset=dataset, arch=arch, preset=preset, overrides=overrides,
-                        device_type=device.type)
+    cfg = build_config(method=method, dataset=dataset, arch=arch, preset=preset, overrides=overrides)
+    return dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device.type))
 
 
 def whole_step(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from bench.core import store
 from bench.core.errors import InputError
 from bench.evaluation.metrics import unpack_correct
 from bench.report.labels import attack_sort_key, method_labels, method_sort_key
+from bench.report.protocol import run_protocol
 
 #: eval record read for each checkpoint
 EVAL_FILES = {"last": "eval.json", "best": "eval-best.json"}
@@ -21,9 +23,11 @@ EVAL_FILES = {"last": "eval.json", "best": "eval-best.json"}
 _ATTACK_FIELDS = ("acc", "head", "mid", "tail", "worst", "balanced")
 _CONFIG_FIELDS = ("dataset", "arch", "ur", "method", "seed")
 #: columns of ``collect``'s frame
-COLUMNS = ["run_id", "dataset", "arch", "ur", "method", "method_label", "seed", "test_profile", "attack",
+COLUMNS = ["run_id", "dataset", "arch", "ur", "method", "method_label", "seed", "precision", "test_profile", "attack",
            *_ATTACK_FIELDS, "per_class_acc", "trained_on", "eval_device", "per_class_total", "correct", "classes",
            "class_counts"]
+#: status of a finished run whose config.json or eval record cannot be used
+UNREADABLE = "unreadable"
 #: ``trained_on`` of runs whose metrics.jsonl names no device (written before ltbench recorded it)
 NOT_RECORDED = "not recorded"
 
@@ -31,7 +35,7 @@ NOT_RECORDED = "not recorded"
 @dataclass(frozen=True)
 class RunProblem:
     """A run folder the report cannot use: ``status`` is a ``store.run_status`` state other than ``done``,
-    or ``failed`` for a finished run whose records are unreadable."""
+    or ``unreadable`` for a finished run whose records cannot be used (the reason names the file)."""
 
     run_id: str
     status: str
@@ -49,14 +53,17 @@ class Run:
     class_counts: list[int]
     attacks: dict[str, dict[str, Any]]
     test_profile: str = "balanced"  # eval.json's test set: balanced, or lt (the run's UR applied to it)
+    n_test: int = 0  # test images of eval.json
 
 
 class _Unusable(Exception):
     """A finished run whose records cannot be read; the message is the reason."""
 
 
-def scan(results_dir: str | Path, checkpoint: str = "last") -> tuple[list[Run], list[RunProblem]]:
-    """Read every run folder (one holding config.json, at any depth) under ``results_dir``, sorted by path."""
+def scan(results_dir: str | Path, checkpoint: str = "last",
+         run_ids: Collection[str] | None = None) -> tuple[list[Run], list[RunProblem]]:
+    """Read every run folder (one holding config.json, at any depth) under ``results_dir``, sorted by path;
+    only the folders named in ``run_ids`` when it is given."""
     if checkpoint not in EVAL_FILES:
         raise InputError(f"checkpoint must be one of {', '.join(EVAL_FILES)}, got {checkpoint!r}")
     root = Path(results_dir)
@@ -64,6 +71,8 @@ def scan(results_dir: str | Path, checkpoint: str = "last") -> tuple[list[Run], 
         raise InputError(f"results directory {root} does not exist")
     runs, problems = [], []
     for folder in sorted(path.parent for path in root.rglob("config.json")):
+        if run_ids is not None and folder.name not in run_ids:
+            continue
         item = _read_run(folder, EVAL_FILES[checkpoint])
         (runs if isinstance(item, Run) else problems).append(item)
     return runs, problems
@@ -75,8 +84,8 @@ def collect(results_dir: str | Path, checkpoint: str = "last") -> pd.DataFrame:
     Columns: ``COLUMNS``. ``method_label`` is the method plus the parameters that tell its runs
     apart (see ``labels.method_labels``). Raises BenchError when no run is finished.
     """
-    runs, _ = scan(results_dir, checkpoint)
-    return runs_frame(runs, results_dir)
+    runs, problems = scan(results_dir, checkpoint)
+    return runs_frame(runs, results_dir, problems)
 
 
 def problem_runs(results_dir: str | Path, checkpoint: str = "last") -> list[RunProblem]:
@@ -87,11 +96,16 @@ def problem_runs(results_dir: str | Path, checkpoint: str = "last") -> list[RunP
     return scan(results_dir, checkpoint)[1]
 
 
-def runs_frame(runs: list[Run], results_dir: str | Path) -> pd.DataFrame:
-    """The ``collect`` frame of already scanned runs."""
+def runs_frame(runs: list[Run], results_dir: str | Path, problems: Sequence[RunProblem] = ()) -> pd.DataFrame:
+    """The ``collect`` frame of already scanned runs; without any, an error that names unreadable records."""
     if not runs:
+        unreadable = [p for p in problems if p.status == UNREADABLE]
+        if unreadable:
+            raise InputError(f"no usable finished runs under {results_dir}: {len(unreadable)} finished run(s) "
+                             f"have unreadable records, e.g. {unreadable[0].reason}")
         raise InputError(f"no finished runs under {results_dir}; run `bench run` or `bench grid` first")
-    labels = method_labels({r.run_id: r.config for r in runs})
+    protocols = {r.run_id: run_protocol(r.path, r.n_test, r.attacks) for r in runs}
+    labels = method_labels({r.run_id: {**r.config, **protocols[r.run_id]} for r in runs})
     rows = []
     for run in sorted(runs, key=lambda r: _run_sort_key(r, labels[r.run_id])):
         c = run.config
@@ -101,6 +115,7 @@ def runs_frame(runs: list[Run], results_dir: str | Path) -> pd.DataFrame:
             rows.append({
                 "run_id": run.run_id, "dataset": c["dataset"], "arch": c["arch"], "ur": float(c["ur"]),
                 "method": c["method"], "method_label": labels[run.run_id], "seed": int(c["seed"]),
+                "precision": protocols[run.run_id]["precision"],
                 "test_profile": run.test_profile, "attack": attack, **{k: float(res[k]) for k in _ATTACK_FIELDS},
                 "per_class_acc": [float(v) for v in res["per_class_acc"]],
                 "trained_on": trained_on, "eval_device": str(res.get("device", NOT_RECORDED)),
@@ -167,7 +182,7 @@ def _read_run(folder: Path, eval_name: str) -> Run | RunProblem:
         meta, record = _load_json(folder / "config.json"), _load_json(folder / eval_name)
         return _make_run(folder, meta, record, eval_name)
     except _Unusable as e:
-        return RunProblem(folder.name, "failed", str(e))
+        return RunProblem(folder.name, UNREADABLE, str(e))
 
 
 def _one_line(message: str) -> str:
@@ -194,9 +209,9 @@ def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise _Unusable(f"{path.name} not found") from None
+        raise _Unusable(f"{path} not found; rerun `bench eval {path.parent}`") from None
     except (OSError, ValueError) as e:
-        raise _Unusable(f"unreadable {path.name}: {e}") from None
+        raise _Unusable(f"unreadable {path} ({e}); rerun `bench eval {path.parent}` or delete the run") from None
 
 
 def _field(record: Any, key: str, where: str) -> Any:
@@ -230,5 +245,8 @@ def _make_run(folder: Path, meta: Any, record: Any, eval_name: str) -> Run:
         if not (isinstance(per_class, list) and len(per_class) == len(classes)
                 and all(map(_is_number, per_class))):
             raise _Unusable(f"{where}: per_class_acc must hold {len(classes)} numbers (one per class)")
+    n_test = record.get("n_test")
+    if not isinstance(n_test, int):
+        n_test = sum(next(iter(attacks.values())).get("per_class_total") or [0])
     return Run(folder.name, folder, config, [str(c) for c in classes], [int(n) for n in counts], attacks,
-               str(record.get("test_profile", "balanced")))
+               str(record.get("test_profile", "balanced")), n_test)

@@ -24,6 +24,7 @@ from bench.report.figures import FigureFile
 from bench.report.files import save_figure
 from bench.report.labels import attack_name, group_slug, group_title, method_sort_key
 from bench.report.plots import Palette, style
+from bench.report.protocol import attack_protocol
 from bench.report.tables import latex_escape
 
 ANALYSIS_FILES = {"last": "analysis.json", "best": "analysis-best.json"}
@@ -48,9 +49,10 @@ class Analysis:
 
     @property
     def setting(self) -> str:
-        """What must agree for runs to be compared: images, attack and its parameters."""
+        """What must agree for runs to be compared: images, attack and its parameters (``protocol``)."""
         p = self.record["params"]
-        return json.dumps([p["n_test"], p["subset_rule"], p["attack"], p["attack_params"]], sort_keys=True)
+        attack = attack_protocol(p["attack_params"], self.run.config["seed"])
+        return json.dumps([p["n_test"], p["subset_rule"], p["attack"], attack], sort_keys=True)
 
 
 @dataclass

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pandas as pd
 
 from bench.core.store import write_text
-from bench.report.collect import EVAL_FILES, RunProblem, runs_frame, scan
+from bench.report.collect import EVAL_FILES, UNREADABLE, RunProblem, runs_frame, scan
 from bench.report.feature_space import FeatureSpace, write_feature_space
 from bench.report.figures import FigureFile, write_figures
 from bench.report.labels import method_palette
@@ -34,15 +35,21 @@ TEST_PROFILE_NOTES = {
 
 
 def write_report(results_dir: str | Path, out_dir: str | Path, checkpoint: str = "last", *,
-                 per_class_attack: str = "pgd20") -> Path:
+                 per_class_attack: str = "pgd20", run_ids: Collection[str] | None = None,
+                 warn: Callable[[str], None] | None = None) -> Path:
     """Write the report of the finished runs under ``results_dir`` into ``out_dir``; return its index.md.
 
-    ``checkpoint`` picks eval.json ("last") or eval-best.json ("best"). Outputs: ``tables/accuracy_<group>``
-    as .md/.csv/.tex per dataset/arch/UR, ``tables/runs.csv``, ``figures/*.png`` and ``.pdf``, and
-    ``index.md``. Every file is written atomically. Raises BenchError when no run is finished.
+    ``checkpoint`` picks eval.json ("last") or eval-best.json ("best"); ``run_ids`` limits the report to those
+    runs (``bench run`` reports the runs it ran). Outputs: ``tables/accuracy_<group>`` as .md/.csv/.tex per
+    dataset/arch/UR, ``tables/runs.csv``, ``figures/*.png`` and ``.pdf``, and ``index.md``. Every file is
+    written atomically. ``warn`` gets one line per finished run whose records are unreadable (they are left
+    out and listed in index.md). Raises BenchError when no run is usable.
     """
-    runs, problems = scan(results_dir, checkpoint)
-    df = runs_frame(runs, results_dir)
+    runs, problems = scan(results_dir, checkpoint, run_ids)
+    for problem in problems:
+        if warn is not None and problem.status == UNREADABLE:
+            warn(f"left out {problem.run_id}: {problem.reason}")
+    df = runs_frame(runs, results_dir, problems)
     out = Path(out_dir)
     tables = build_tables(df)
     table_files = [(t, _write_table(t, out / "tables", checkpoint)) for t in tables]
@@ -138,10 +145,10 @@ def _index(out: Path, results: Path, checkpoint: str, df: pd.DataFrame,
         lines.append(f"- {_link(png, out)} {others}: {fig.caption}")
     if skipped:
         lines += ["", "Skipped figures (their data is absent):", ""] + [f"- {s}" for s in skipped]
-    lines += ["", "## Runs used", "", "| Run | Method | Dataset | Arch | UR | Seed |",
-              "|:--|:--|:--|:--|--:|--:|"]
-    lines += [f"| `{r.run_id}` | {_cell(r.method_label)} | {r.dataset} | {r.arch} | {r.ur:g} | {r.seed} |"
-              for r in runs.itertuples()]
+    lines += ["", "## Runs used", "", "| Run | Method | Dataset | Arch | UR | Seed | Precision |",
+              "|:--|:--|:--|:--|--:|--:|:--|"]
+    lines += [f"| `{r.run_id}` | {_cell(r.method_label)} | {r.dataset} | {r.arch} | {r.ur:g} | {r.seed} | "
+              f"{r.precision} |" for r in runs.itertuples()]
     lines += ["", "## Unfinished or failed runs", ""]
     if problems:
         lines += ["| Run | Status | Reason |", "|:--|:--|:--|"]

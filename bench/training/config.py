@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.core.errors import BenchError, InputError, unknown_name
-from bench.core.precision import PRECISIONS, resolve_precision
+from bench.core.precision import PRECISIONS
 from bench.data.augment import AUGMENT_MODES
 from bench.data.datasets import dataset_info
 from bench.data.longtail import TEST_PROFILES, max_ur
@@ -107,7 +107,7 @@ class RunConfig:
     seed: int = setting(0, flag="--seed")
     #: test images of the per-epoch clean / PGD-20 numbers that pick best.pt (None: all)
     epoch_eval_n: int | None = setting(500, number(positive=True, integer=True, optional=True))
-    #: fp32 or bf16 autocast; "auto" is resolved for the device before hashing (bench/core/precision.py)
+    #: fp32 or bf16 autocast; "auto" is hashed as "auto" and resolved where the run trains (bench/core/precision.py)
     precision: str = setting("auto", choice(*PRECISIONS))
     compile: bool = setting(False, boolean)  # torch.compile the backbone and head
     #: balanced (the official test split) or lt (the run's UR applied to the test split as well)
@@ -231,11 +231,11 @@ def build_config(
     seed: Any = DEFAULTS.seed,
     overrides: Mapping[str, Any] | None = None,
     method_params: Mapping[str, Any] | None = None,
-    device_type: str | None = None,
 ) -> RunConfig:
     """Resolve a preset plus overrides into a validated RunConfig (raises InputError).
 
-    ``precision`` defaults to ``auto``, resolved for ``device_type`` (default: CUDA if available, else CPU).
+    Nothing here depends on the machine: ``precision`` stays as asked (``auto`` included), so the same
+    command gives the same run id everywhere; ``auto`` is resolved when the run trains.
     """
     get_method(method)
     info = dataset_info(dataset)
@@ -258,7 +258,6 @@ def build_config(
         values["milestones"] = tuple(sorted({m for f in MILESTONE_FRACTIONS
                                              if 0 < (m := round(f * values["epochs"])) < values["epochs"]}))
     seed = number(integer=True)("seed", seed)
-    values["precision"] = resolve_precision(values["precision"], device_type)
     params = get_method(method).resolve_params(method_params or {}, dataset)
     return RunConfig(**{**values, "dataset": dataset, "ur": check_ur(ur, dataset), "arch": arch, "method": method,
                         "method_params": params, "preset": preset, "seed": seed})

@@ -16,7 +16,7 @@ from torch.profiler import record_function
 
 from bench.core import store
 from bench.core.errors import BenchError
-from bench.core.precision import autocast, device_name, with_precision
+from bench.core.precision import autocast, device_name, resolve_precision, with_precision
 from bench.core.progress import Progress
 from bench.data.augment import train_batches
 from bench.data.datasets import load_dataset
@@ -45,6 +45,8 @@ class Trainee:
     net: Net
     method: Method
     optimizer: torch.optim.SGD
+    #: the precision the run trains in: the config's, with ``auto`` resolved for the device
+    precision: str = "fp32"
     #: the eval-mode twin with BN folded into the convs, for the training attack and the per-epoch test
     #: (None: ``net`` itself)
     attack_net: FoldedNet | None = None
@@ -74,11 +76,12 @@ def build_trainee(cfg: RunConfig, data: LongTailData, device: torch.device) -> T
     net = net.to(memory_format=memory_format(cfg.arch))
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 **sgd_kernel(device))
+    precision = resolve_precision(cfg.precision, device.type)
     if cfg.compile:  # compiled graphs fuse BN themselves
         net.backbone.compile()
         net.head.compile()
-        return Trainee(net, method, optimizer)
-    return Trainee(net, method, optimizer, fold_batchnorm(net))
+        return Trainee(net, method, optimizer, precision)
+    return Trainee(net, method, optimizer, precision, fold_batchnorm(net))
 
 
 def lr_at(cfg: RunConfig, epoch: int) -> float:
@@ -144,7 +147,7 @@ def train_step(cfg: RunConfig, t: Trainee, x: Tensor, y: Tensor, generator: torc
     x = x.contiguous(memory_format=memory_format(cfg.arch))
     with record_function("ltbench.attack"):
         net.eval()
-        model = with_precision(t.attack_model(), cfg.precision)
+        model = with_precision(t.attack_model(), t.precision)
         with torch.no_grad():
             clean_logits = model(x)
         x_adv = x if steps == 0 else pgd(
@@ -153,7 +156,7 @@ def train_step(cfg: RunConfig, t: Trainee, x: Tensor, y: Tensor, generator: torc
             start=method.attack_start, generator=generator)
     with record_function("ltbench.update_forward"):
         net.train()
-        with autocast(cfg.precision, x.device):
+        with autocast(t.precision, x.device):
             out_adv = net.forward_features(x_adv)
             out_clean = net.forward_features(x) if method.needs_clean_output else None
         out_adv = Output(*(o.float() for o in out_adv))
@@ -203,7 +206,25 @@ def checkpoint_state(t: Trainee, epoch: int, history: list[dict[str, Any]], best
         "method": t.method.state_dict(),
         "history": history,
         "best_pgd20": best,
+        "precision": t.precision,
     }
+
+
+def resumed_precision(cfg: RunConfig, resolved: str, state: dict[str, Any], progress: Progress) -> str:
+    """The precision a resumed run continues in: the one its checkpoint recorded, never a silent switch.
+
+    With ``auto`` the recorded one wins over what this device would pick (logged); a checkpoint from before
+    precision was recorded continues in ``resolved``.
+    """
+    recorded = state.get("precision")
+    if recorded is None or recorded == resolved:
+        return resolved
+    if cfg.precision != "auto":
+        raise BenchError(f"the checkpoint of {cfg.run_id} was trained in {recorded}, the config asks for "
+                         f"{cfg.precision}; rerun with --force to retrain it")
+    progress.log(f"{cfg.run_id}: resuming in {recorded}, the precision it started in (auto would pick "
+                 f"{resolved} here)")
+    return recorded
 
 
 def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.device, progress: Progress,
@@ -223,6 +244,7 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
         t.optimizer.load_state_dict(state["optimizer"])
         t.method.load_state_dict(state["method"])
         history, best, start_epoch = list(state["history"]), state["best_pgd20"], state["epoch"] + 1
+        t.precision = resumed_precision(cfg, t.precision, state, progress)
     n_batches = math.ceil(data.y_train.numel() / cfg.batch_size)
     epochs_task = progress.task(f"{cfg.method} epochs", total=cfg.epochs, completed=start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
@@ -236,9 +258,10 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
         stats = train_epoch(cfg, t, data, generator, batches.advance, epoch)
         batches.close()
         # the BN-folded twin computes the same function as the net, in the run's precision
-        test_clean, test_pgd20 = validate(with_precision(InferenceModel(t.attack_model(), t.method), cfg.precision))
+        test_clean, test_pgd20 = validate(with_precision(InferenceModel(t.attack_model(), t.method), t.precision))
         history.append({"epoch": epoch, **stats, "test_clean_acc": test_clean, "test_pgd20_acc": test_pgd20,
-                        "lr": lr, "seconds": time.perf_counter() - began, "device": device_name(device)})
+                        "lr": lr, "seconds": time.perf_counter() - began, "device": device_name(device),
+                        "precision": t.precision})
         state = checkpoint_state(t, epoch, history, max(best, test_pgd20))
         if test_pgd20 >= best:  # ties: the later epoch wins, as in the official code
             best = test_pgd20
