@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -14,14 +15,17 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import Tensor, nn
 
-import bench.evaluate as ev
-from bench.attacks import pgd
+import bench.evaluation.suite as ev
 from bench.cli import main
-from bench.data import LongTailData, to_float
-from bench.errors import InputError
-from bench.inference import InferenceModel
-from bench.metrics import accuracy_summary, class_groups, unpack_correct
-from bench.progress import Progress
+from bench.core import store
+from bench.core.errors import InputError
+from bench.core.progress import Progress
+from bench.data.images import to_float
+from bench.data.longtail import LongTailData
+from bench.evaluation.attacks import pgd
+from bench.evaluation.metrics import accuracy_summary, class_groups, unpack_correct
+from bench.evaluation.settings import ATTACK_KEYS, SUITES
+from bench.models.inference import InferenceModel
 from methods.base import Method
 
 C = 4
@@ -78,7 +82,8 @@ def run_eval(model: nn.Module, data: LongTailData, attacks: tuple[str, ...], *, 
              record: dict[str, Any] | None = None, out_path: Path | None = None, n: int | None = None,
              batch_size: int = 200) -> dict[str, Any]:
     return ev.evaluate(model, data, attacks=attacks, eps=eps, step_size=eps / 4, seed=0, n=n,
-                       batch_size=batch_size, record={} if record is None else record, out_path=out_path,
+                       batch_size=batch_size, record={} if record is None else record,
+                       save=None if out_path is None else functools.partial(store.write_json, out_path),
                        progress=QUIET)
 
 
@@ -94,7 +99,7 @@ def paper(net: nn.Module, data: LongTailData) -> Paper:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ev, "attack_predictions", capture)
-        record = run_eval(plain(net), data, ev.SUITES["paper"])
+        record = run_eval(plain(net), data, SUITES["paper"])
     return record, preds
 
 
@@ -102,10 +107,10 @@ def paper(net: nn.Module, data: LongTailData) -> Paper:
 
 @pytest.mark.slow
 def test_eps_zero_gives_clean_accuracy_for_every_attack(net: nn.Module, data: LongTailData) -> None:
-    record = run_eval(plain(net), data, ev.SUITES["full"], eps=0.0)
+    record = run_eval(plain(net), data, SUITES["full"], eps=0.0)
     clean = record["attacks"]["clean"]["per_class_correct"]
     assert 0 < sum(clean) < C * TEST_PER_CLASS
-    for key in ev.ATTACK_KEYS:
+    for key in ATTACK_KEYS:
         assert record["attacks"][key]["per_class_correct"] == clean, key
 
 
@@ -134,7 +139,7 @@ def test_autoattack_targets_fit_the_class_count(data: LongTailData) -> None:
     assert ev.attack_params("aa", EPS, EPS / 4, 100, 0)["n_target_classes"] == 9
     with pytest.raises(InputError, match="at least 4 classes"):
         ev.check_attacks(("clean", "aa"), 3)
-    ev.check_attacks(ev.SUITES["fast"], 3)
+    ev.check_attacks(SUITES["fast"], 3)
 
 
 @pytest.mark.slow
@@ -147,8 +152,8 @@ def test_autoattack_params_record_the_standard_version(paper: Paper) -> None:
 
 
 def test_suite_parameters_follow_the_protocol() -> None:
-    assert ev.SUITES["fast"] == ("clean", "pgd20")
-    assert ev.SUITES["full"] == ev.ATTACK_KEYS
+    assert SUITES["fast"] == ("clean", "pgd20")
+    assert SUITES["full"] == ATTACK_KEYS
     pgd = ev.attack_params("pgd100", 8 / 255, 2 / 255, 10, 3)
     assert (pgd["steps"], pgd["loss"], pgd["start"], pgd["step_size"]) == (100, "ce", "uniform", 2 / 255)
     cw = ev.attack_params("cw100", 8 / 255, 2 / 255, 10, 3)
@@ -256,6 +261,7 @@ def test_resume_skips_attacks_done_with_the_same_settings(
     assert fewer["attacks"]["clean"]["per_class_total"] == [2] * C
 
 
+@pytest.mark.slow
 def test_per_image_results_match_the_summary_and_old_records_get_them(
     net: nn.Module, data: LongTailData, calls: list[str], paper: Paper
 ) -> None:
@@ -322,7 +328,7 @@ def test_autoattack_runs_in_chunks_that_advance_the_bar(
     monkeypatch.setattr(ev, "attack_predictions", fake_aa)
     progress = RecordingProgress()
     ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=None, batch_size=64,
-                record={}, out_path=None, progress=progress)
+                record={}, save=None, progress=progress)
     assert sizes == [64, 64, 32]
     assert progress.advances == [("eval aa", 64), ("eval aa", 64), ("eval aa", 32)]
 
@@ -339,9 +345,9 @@ def test_autoattack_checks_are_recorded_with_its_result(
         logger.warning(warning)
         return y
 
-    monkeypatch.setattr(ev, "_autoattack_predictions", fake_aa)
+    monkeypatch.setattr(ev, "autoattack_predictions", fake_aa)
     record = ev.evaluate(plain(net), data, attacks=("clean", "aa"), eps=EPS, step_size=EPS / 4, seed=0, n=None,
-                         batch_size=100, record={}, out_path=None, progress=QUIET)
+                         batch_size=100, record={}, save=None, progress=QUIET)
     assert record["attacks"]["aa"]["checks"] == [warning, warning]  # one per batch of 100 of the 160 images
     assert "checks" not in record["attacks"]["clean"]
     assert logger.handlers == handlers

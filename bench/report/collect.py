@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import store
-from bench.errors import InputError
-from bench.metrics import unpack_correct
+from bench.core import store
+from bench.core.errors import InputError
+from bench.evaluation.metrics import unpack_correct
 from bench.report.labels import attack_sort_key, method_labels, method_sort_key
 from bench.report.protocol import run_protocol
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.errors import InputError, unknown_name
+from bench.core.errors import InputError, unknown_name
 
 ATTACK_KEYS = ("clean", "fgsm", "pgd20", "pgd100", "cw100", "aa")
 SUITES: dict[str, tuple[str, ...]] = {
