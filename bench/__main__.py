@@ -1,5 +1,7 @@
-"""``python -m bench``: the same as the ``bench`` command."""
+"""``python -m bench``: the same command line as ``bench``."""
+
+import sys
 
 from bench.cli import main
 
-main()
+sys.exit(main(prog_name="bench"))

@@ -1,12 +1,12 @@
-"""AT-AWP (Wu et al., NeurIPS 2020): PGD-AT with adversarial weight perturbation (``bench.awp``)."""
+"""AT-AWP (Wu et al., NeurIPS 2020): PGD-AT with adversarial weight perturbation (``bench.models.awp``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from bench.awp import AWPSettings
-from bench.errors import InputError
+from bench.core.errors import InputError
+from bench.models.awp import AWPSettings
 from methods.base import Method, Param, register
 
 

@@ -6,6 +6,7 @@ they never look at a method's name.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -14,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.awp import AWPSettings
-from bench.errors import InputError, unknown_name
+from bench.core import plugins
+from bench.core.errors import InputError, unknown_name
+from bench.models.awp import AWPSettings
 from bench.models.net import Output
 
 
@@ -151,13 +153,24 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator: add a method to the registry under ``name``."""
 
     def add(cls: type[Method]) -> type[Method]:
-        if name in REGISTRY:
-            raise InputError(f"method {name!r} is already registered; give the plugin's method another name")
+        plugins.taken("method", name)
         cls.name = name
         REGISTRY[name] = cls
+        plugins.registered("method", name)
         return cls
 
     return add
+
+
+def _add_plugin_method(name: str, cls: Any) -> None:
+    """An entry point's method: a Method subclass, registered under the entry point's name."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise InputError(f"method {name!r} must be a subclass of methods.Method, got {reprlib.repr(cls)}")
+    register(name)(cls)
+
+
+plugins.add_registry("method", plugins.Registry(names=lambda: REGISTRY, add=_add_plugin_method,
+                                                holds=lambda name, obj: REGISTRY.get(name) is obj))
 
 
 def register_wrapper(name: str) -> Callable[[Callable[[type[Method]], type[Method]]], Callable]:
@@ -173,9 +186,7 @@ def register_wrapper(name: str) -> Callable[[Callable[[type[Method]], type[Metho
 def get_method(name: str) -> type[Method]:
     """The registered method class called ``name``, or ``WRAPPER+METHOD`` built from a wrapper and a method
     (plugins load on the first call)."""
-    from bench import plugins
-
-    plugins.load()
+    plugins.load("method")
     wrapper, plus, base = name.partition("+")
     if plus and wrapper in WRAPPERS:
         if base not in REGISTRY:

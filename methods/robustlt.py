@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from bench.awp import AWPSettings
-from bench.errors import InputError
+from bench.core.errors import InputError
+from bench.models.awp import AWPSettings
 from methods.base import Method, Output, Param, register_wrapper
 
 PARAMS = (

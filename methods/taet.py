@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.errors import InputError
+from bench.core.errors import InputError
 from methods.base import Method, Output, Param, register
 
 #: the official code's guards against empty classes and a zero total loss

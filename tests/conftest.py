@@ -12,11 +12,12 @@ import pytest
 import torch
 from slurm_cluster import SlurmCluster, missing_programs
 
-from bench.config import RunConfig
-from bench.data import LongTailData, load_dataset, long_tail_data
-from bench.evaluate import epoch_validation
-from bench.progress import Progress
-from bench.train import Trainee, train
+from bench.core.progress import Progress
+from bench.data.datasets import load_dataset
+from bench.data.longtail import LongTailData, long_tail_data
+from bench.evaluation.suite import epoch_validation
+from bench.training.config import RunConfig
+from bench.training.loop import Trainee, train
 
 
 def write_cifar10(root: Path, train_per_class: int = 20, test_per_class: int = 10, seed: int = 0) -> Path:

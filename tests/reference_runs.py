@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.config import build_config
-from bench.evalsettings import eval_settings
-from bench.progress import Progress
-from bench.runner import run_one
+from bench.core.progress import Progress
+from bench.evaluation.settings import eval_settings
+from bench.runs.runner import run_one
+from bench.training.config import build_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import write_cifar10  # noqa: E402

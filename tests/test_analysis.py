@@ -14,13 +14,13 @@ import torch
 from click.testing import CliRunner
 
 import bench.analysis.metrics as am
-import bench.evaluate as ev
+import bench.evaluation.suite as ev
 from bench.analysis.features import extract
 from bench.cli import main
-from bench.data import to_float
-from bench.inference import InferenceModel
+from bench.core.progress import Progress
+from bench.data.images import to_float
 from bench.models import build_model
-from bench.progress import Progress
+from bench.models.inference import InferenceModel
 from methods.base import Method
 from methods.tail_loss import _pair_terms
 
@@ -157,6 +157,7 @@ def test_features_come_from_the_evaluators_adversarial_images() -> None:
 
 # --- the command line -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bench_analyze_writes_resumes_and_checks_against_eval(
     cifar_root: Path, tiny_args: list[str], tmp_path: Path
 ) -> None:

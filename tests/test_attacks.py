@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.attacks import cw_loss, fgsm, pgd
-from bench.evaluate import attack_params, attack_predictions
-from bench.inference import InferenceModel
+from bench.evaluation.attacks import cw_loss, fgsm, pgd
+from bench.evaluation.suite import attack_params, attack_predictions
+from bench.models.inference import InferenceModel
 from methods.base import Method
 
 C = 4

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from conftest import train_with_validation as train
 from torch import Tensor, nn
 
-from bench import store
-from bench.awp import AWPSettings, WeightPerturbation
-from bench.config import build_config
-from bench.errors import InputError
-from bench.progress import Progress
-from bench.train import EpochStats, Trainee, build_trainee, craft, train_step
+from bench.core import store
+from bench.core.errors import InputError
+from bench.core.progress import Progress
+from bench.models.awp import AWPSettings, WeightPerturbation
+from bench.training.config import build_config
+from bench.training.loop import EpochStats, Trainee, build_trainee, craft, train_step
 
 FIELDS = {"steps": 2, "precision": "fp32", "batch_size": 32}
 

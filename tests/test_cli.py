@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,11 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_args):
     assert result.exit_code == 1
     assert "checkpoint" in result.output and "corrupt" in result.output
     assert (run_dir / "failed").exists() and not (run_dir / "done").exists()
+
+
+def test_python_m_bench_is_the_bench_command():
+    args = ["run", "--no-such-option"]
+    module = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True)
+    command = CliRunner().invoke(main, args, prog_name="bench")
+    assert (module.returncode, module.stdout + module.stderr) == (command.exit_code, command.output)
+    assert module.returncode == 2 and "(see `bench run --help`)" in module.stderr

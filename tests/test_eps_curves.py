@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from test_report import PER_CLASS, attack, run_id, write_run
 
-from bench.protocol import default_step
+from bench.evaluation.protocol import default_step
 from bench.report import collect, write_report
 from bench.report.collect import scan
 from bench.report.figures import radius_frame

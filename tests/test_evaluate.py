@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -14,14 +15,17 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import Tensor, nn
 
-import bench.evaluate as ev
-from bench.attacks import pgd
+import bench.evaluation.suite as ev
 from bench.cli import main
-from bench.data import LongTailData, to_float
-from bench.errors import InputError
-from bench.inference import InferenceModel
-from bench.metrics import accuracy_summary, class_groups, unpack_correct
-from bench.progress import Progress
+from bench.core import store
+from bench.core.errors import InputError
+from bench.core.progress import Progress
+from bench.data.images import to_float
+from bench.data.longtail import LongTailData
+from bench.evaluation.attacks import pgd
+from bench.evaluation.metrics import accuracy_summary, class_groups, unpack_correct
+from bench.evaluation.settings import ATTACK_KEYS, SUITES
+from bench.models.inference import InferenceModel
 from methods.base import Method
 
 C = 4
@@ -76,11 +80,17 @@ class Shifted(Method):
         return logits + torch.tensor([0.0, 0.0, 0.0, 6.0])
 
 
+def saver(path: Path) -> Any:
+    """``evaluate``'s ``save``: write the record to ``path`` (as the runner does)."""
+    return functools.partial(store.write_json, path)
+
+
 def run_eval(model: nn.Module, data: LongTailData, attacks: tuple[str, ...], *, eps: float = EPS,
              record: dict[str, Any] | None = None, out_path: Path | None = None, n: int | None = None,
              batch_size: int = 200) -> dict[str, Any]:
     return ev.evaluate(model, data, attacks=attacks, eps=eps, step_size=eps / 4, seed=0, n=n,
-                       batch_size=batch_size, record={} if record is None else record, out_path=out_path,
+                       batch_size=batch_size, record={} if record is None else record,
+                       save=None if out_path is None else saver(out_path),
                        progress=QUIET, run_radius=RUN_RADIUS, settings={"attacks": list(attacks), "n": n})
 
 
@@ -96,7 +106,7 @@ def paper(net: nn.Module, data: LongTailData) -> Paper:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ev, "attack_predictions", capture)
-        record = run_eval(plain(net), data, ev.SUITES["paper"])
+        record = run_eval(plain(net), data, SUITES["paper"])
     return record, preds
 
 
@@ -104,10 +114,10 @@ def paper(net: nn.Module, data: LongTailData) -> Paper:
 
 @pytest.mark.slow
 def test_eps_zero_gives_clean_accuracy_for_every_attack(net: nn.Module, data: LongTailData) -> None:
-    record = run_eval(plain(net), data, ev.SUITES["full"], eps=0.0)
+    record = run_eval(plain(net), data, SUITES["full"], eps=0.0)
     clean = record["attacks"]["clean"]["per_class_correct"]
     assert 0 < sum(clean) < C * TEST_PER_CLASS
-    for key in ev.ATTACK_KEYS:
+    for key in ATTACK_KEYS:
         assert record["attacks"][key]["per_class_correct"] == clean, key
 
 
@@ -136,7 +146,7 @@ def test_autoattack_targets_fit_the_class_count(data: LongTailData) -> None:
     assert ev.attack_params("aa", EPS, EPS / 4, 100, 0)["n_target_classes"] == 9
     with pytest.raises(InputError, match="at least 4 classes"):
         ev.check_attacks(("clean", "aa"), 3)
-    ev.check_attacks(ev.SUITES["fast"], 3)
+    ev.check_attacks(SUITES["fast"], 3)
 
 
 @pytest.mark.slow
@@ -149,8 +159,8 @@ def test_autoattack_params_record_the_standard_version(paper: Paper) -> None:
 
 
 def test_suite_parameters_follow_the_protocol() -> None:
-    assert ev.SUITES["fast"] == ("clean", "pgd20")
-    assert ev.SUITES["full"] == ev.ATTACK_KEYS
+    assert SUITES["fast"] == ("clean", "pgd20")
+    assert SUITES["full"] == ATTACK_KEYS
     pgd = ev.attack_params("pgd100", 8 / 255, 2 / 255, 10, 3)
     assert (pgd["steps"], pgd["loss"], pgd["start"], pgd["step_size"]) == (100, "ce", "uniform", 2 / 255)
     cw = ev.attack_params("cw100", 8 / 255, 2 / 255, 10, 3)
@@ -260,7 +270,7 @@ def fake_aa(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         seen.append(y.numel())
         return (y + 1) % C
 
-    monkeypatch.setattr(ev, "_autoattack_predictions", every_image_wrong)
+    monkeypatch.setattr(ev, "autoattack_predictions", every_image_wrong)
     return seen
 
 
@@ -304,7 +314,7 @@ def test_force_replaces_only_the_asked_attacks_of_the_asked_protocol(
     images = len(fake_aa)
 
     ev.evaluate(plain(net), data, attacks=("pgd20",), eps=EPS / 2, step_size=EPS / 8, seed=0, n=None,
-                batch_size=200, record=json.loads(out.read_text()), out_path=out, progress=QUIET,
+                batch_size=200, record=json.loads(out.read_text()), save=saver(out), progress=QUIET,
                 run_radius=RUN_RADIUS, force=True)
     forced = json.loads(out.read_text())
     assert calls[-1] == "pgd20" and len(fake_aa) == images
@@ -314,7 +324,7 @@ def test_force_replaces_only_the_asked_attacks_of_the_asked_protocol(
     assert replaced["per_class_correct"] == before["protocols"][0]["attacks"]["pgd20"]["per_class_correct"]
 
     ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=None, batch_size=200,
-                record=forced, out_path=out, progress=QUIET, run_radius=RUN_RADIUS, force=True)
+                record=forced, save=saver(out), progress=QUIET, run_radius=RUN_RADIUS, force=True)
     again = json.loads(out.read_text())
     assert len(fake_aa) > images, "--force at the run's own eps runs AutoAttack again"
     assert {k: again["attacks"][k] for k in ("clean", "pgd20")} == {k: before["attacks"][k] for k in ("clean", "pgd20")}
@@ -327,10 +337,10 @@ def test_fewer_test_images_keep_the_results_on_all_of_them(
     out = tmp_path / "eval.json"
     settings = {"suite": "fast", "n": None}
     ev.evaluate(plain(net), data, attacks=("clean", "pgd20"), eps=EPS, step_size=EPS / 4, seed=0, n=None,
-                batch_size=200, record={}, out_path=out, progress=QUIET, run_radius=RUN_RADIUS, settings=settings)
+                batch_size=200, record={}, save=saver(out), progress=QUIET, run_radius=RUN_RADIUS, settings=settings)
     before = json.loads(out.read_text())
     asked = ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=8, batch_size=200,
-                        record=json.loads(out.read_text()), out_path=out, progress=QUIET, run_radius=RUN_RADIUS,
+                        record=json.loads(out.read_text()), save=saver(out), progress=QUIET, run_radius=RUN_RADIUS,
                         settings={"suite": "custom", "n": 8})
     after = json.loads(out.read_text())
     assert fake_aa == [8] and asked["n_test"] == 8 and asked["subset"] == "stratified-first-n"
@@ -341,7 +351,7 @@ def test_fewer_test_images_keep_the_results_on_all_of_them(
     assert fewer["attacks"]["aa"]["per_class_total"] == [2] * C
 
     ev.evaluate(plain(net), data, attacks=("clean",), eps=EPS, step_size=EPS / 4, seed=0, n=8, batch_size=200,
-                record=after, out_path=out, progress=QUIET, run_radius=RUN_RADIUS)
+                record=after, save=saver(out), progress=QUIET, run_radius=RUN_RADIUS)
     assert list(json.loads(out.read_text())["protocols"][0]["attacks"]) == ["clean", "aa"]
 
 
@@ -352,7 +362,7 @@ def test_an_old_record_at_another_radius_keeps_its_results_and_gets_its_own(
     out = tmp_path / "eval.json"
     record: dict[str, Any] = {}
     old = ev.evaluate(plain(net), data, attacks=("clean", "pgd20"), eps=EPS / 2, step_size=EPS / 8, seed=0, n=None,
-                      batch_size=200, record=record, out_path=None, progress=QUIET, run_radius=(EPS / 2, EPS / 8))
+                      batch_size=200, record=record, save=None, progress=QUIET, run_radius=(EPS / 2, EPS / 8))
     old_file = {k: v for k, v in record.items() if k not in ("eps", "step_size", "precision")}
     assert old_file["attacks"] == old["attacks"] and "protocols" not in old_file
     calls.clear()
@@ -365,6 +375,7 @@ def test_an_old_record_at_another_radius_keeps_its_results_and_gets_its_own(
     assert record["protocols"][0]["attacks"] == {"pgd20": old["attacks"]["pgd20"]}
 
 
+@pytest.mark.slow
 def test_per_image_results_match_the_summary_and_old_records_get_them(
     net: nn.Module, data: LongTailData, calls: list[str], paper: Paper
 ) -> None:
@@ -431,7 +442,7 @@ def test_autoattack_runs_in_chunks_that_advance_the_bar(
     monkeypatch.setattr(ev, "attack_predictions", fake_aa)
     progress = RecordingProgress()
     ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=None, batch_size=64,
-                record={}, out_path=None, progress=progress, run_radius=RUN_RADIUS)
+                record={}, save=None, progress=progress, run_radius=RUN_RADIUS)
     assert sizes == [64, 64, 32]
     assert progress.advances == [("eval aa", 64), ("eval aa", 64), ("eval aa", 32)]
 
@@ -448,10 +459,9 @@ def test_autoattack_checks_are_recorded_with_its_result(
         logger.warning(warning)
         return y
 
-    monkeypatch.setattr(ev, "_autoattack_predictions", fake_aa)
+    monkeypatch.setattr(ev, "autoattack_predictions", fake_aa)
     record = ev.evaluate(plain(net), data, attacks=("clean", "aa"), eps=EPS, step_size=EPS / 4, seed=0, n=None,
-                         batch_size=100, record={}, out_path=None, progress=QUIET,
-                         run_radius=RUN_RADIUS)
+                         batch_size=100, record={}, save=None, progress=QUIET, run_radius=RUN_RADIUS)
     assert record["attacks"]["aa"]["checks"] == [warning, warning]  # one per batch of 100 of the 160 images
     assert "checks" not in record["attacks"]["clean"]
     assert logger.handlers == handlers

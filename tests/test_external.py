@@ -13,10 +13,11 @@ from conftest import TINY
 from reat_resnet import from_ltbench
 from torch import nn
 
-from bench import api, store
+from bench import api
 from bench.cli import main
-from bench.errors import InputError
-from bench.external import load_weights, read_state_dict
+from bench.core import store
+from bench.core.errors import InputError
+from bench.runs.external import load_weights, read_state_dict
 
 EVAL = ["--dataset", "cifar10", "--ur", "10", "--n", "20", "--attacks", "clean,pgd20", "--no-progress"]
 

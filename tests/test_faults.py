@@ -19,8 +19,8 @@ import torch
 from click.testing import CliRunner
 from conftest import TINY
 
-from bench import store
 from bench.cli import main
+from bench.core import store
 
 pytestmark = pytest.mark.slow  # every scenario trains
 
@@ -36,7 +36,7 @@ BENCH = [sys.executable, "-c", SIGINT_AS_IN_A_TERMINAL + "import sys; from bench
 #: the same, with the Nth checkpoint write stopping half way through its temp file, creating sys.argv[1], hanging
 HANGING_SAVE = SIGINT_AS_IN_A_TERMINAL + """
 import sys, time
-from bench import store
+from bench.core import store
 marker, nth = sys.argv[1], int(sys.argv[2])
 del sys.argv[1:3]
 real_write, calls = store.write_bytes, [0]

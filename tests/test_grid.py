@@ -16,18 +16,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bench import store
 from bench.cli import main
-from bench.config import build_config
-from bench.errors import BenchError, InputError
-from bench.evalsettings import eval_settings
-from bench.grid import locks
+from bench.core import locks, store
+from bench.core.errors import BenchError, InputError
+from bench.core.progress import Progress
+from bench.core.store import run_status
+from bench.evaluation.settings import eval_settings
 from bench.grid.executors import cpu_threads, run_local, worker_device
 from bench.grid.slurm import SlurmOptions, SlurmRun, job_cpus, parse_options, run_slurm
 from bench.grid.spec import expand, load_grid, parse_grid
 from bench.grid.task import DONE_EARLIER, EVALUATED, LOCKED, TRAINED, RunTask, execute, missing_results
-from bench.progress import Progress
-from bench.store import run_status
+from bench.training.config import build_config
 
 #: a run of the tiny grid takes a second or two: one epoch, PGD-1 training, 10 test images
 TINY_GRID = """

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.attacks import pgd
-from bench.errors import InputError
+from bench.core.errors import InputError
+from bench.evaluation.attacks import pgd
 from bench.models.net import Net
 from methods import REGISTRY, get_method
 from methods.base import Method

@@ -7,11 +7,11 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.config import build_config
-from bench.data import to_float
-from bench.perf import reference_loop, synthetic_data
-from bench.perf_reference import PerImageDataset, tail_per_anchor_loop
-from bench.train import EpochStats, build_trainee, train_step
+from bench.data.images import to_float
+from bench.perf.benchmark import reference_loop, synthetic_data
+from bench.perf.reference import PerImageDataset, tail_per_anchor_loop
+from bench.training.config import build_config
+from bench.training.loop import EpochStats, build_trainee, train_step
 from methods.tail_loss import tail_official
 
 
@@ -50,6 +50,7 @@ def test_reference_step_matches_the_real_step_in_fp32(tiny_data, method):
     assert stats.hist.tolist() == loop.pred_counts
 
 
+@pytest.mark.slow
 def test_perf_command_prints_the_ratio_and_json():
     runner = CliRunner()
     args = ["perf", "--synthetic", "--dataset", "cifar10", "--batches", "1", "--batch-size", "8", "--preset",

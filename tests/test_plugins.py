@@ -16,8 +16,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import TINY
 
-from bench import data, models, plugins
+from bench import models
 from bench.cli import main
+from bench.core import plugins
+from bench.data import datasets
 from methods import REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,8 +31,10 @@ import torch
 from torch import nn
 
 import methods
-from bench.data import DatasetInfo, DatasetLoader, ImageData
-from bench.plugins import register_arch, register_dataset
+from bench.data.datasets import DatasetInfo, DatasetLoader
+from bench.data.images import ImageData
+from bench.data.datasets import register_dataset
+from bench.models import register_arch
 
 
 @methods.register("flat-ce")
@@ -62,13 +66,13 @@ register_dataset("blobs", DatasetLoader(DatasetInfo("blobs", 4, 8, 1, "none", "r
 @pytest.fixture
 def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Registries and plugin state as they were before the test (plugins add to process-wide dicts)."""
-    saved = (dict(REGISTRY), dict(models.ARCHS), dict(data.DATASETS), dict(data.LOADERS),
-             dict(plugins._origins), set(plugins._imported), dict(plugins._state))
+    saved = (dict(REGISTRY), dict(models.ARCHS), dict(datasets.DATASETS), dict(datasets.LOADERS),
+             dict(plugins._origins), set(plugins._imported), dict(plugins._state, kinds=set(plugins._state["kinds"])))
     monkeypatch.setenv(plugins.ENV, "")  # recorded, so that what --plugin adds to it is undone afterwards
     monkeypatch.delenv(plugins.ENV)
-    plugins._state["loaded"] = False  # earlier tests loaded the plugins of an empty environment
+    plugins._state.update(modules=False, kinds=set())  # earlier tests loaded the plugins of an empty environment
     yield
-    for registry, before in zip((REGISTRY, models.ARCHS, data.DATASETS, data.LOADERS, plugins._origins),
+    for registry, before in zip((REGISTRY, models.ARCHS, datasets.DATASETS, datasets.LOADERS, plugins._origins),
                                 saved, strict=False):
         registry.clear()
         registry.update(before)
@@ -146,7 +150,7 @@ def test_a_plugin_option_reaches_slurm_jobs(tmp_path, isolated):
     ("raise RuntimeError('boom')\n", "plugin {spec} failed to import: RuntimeError: boom"),
     ("import methods\n@methods.register('trades')\nclass T(methods.Method):\n    pass\n",
      "plugin {spec}: method 'trades' is already registered; give the plugin's method another name"),
-    ("from bench.plugins import register_arch\nregister_arch('resnet18', lambda c: None)\n",
+    ("from bench.models import register_arch\nregister_arch('resnet18', lambda c: None)\n",
      "plugin {spec}: arch 'resnet18' is already registered; give the plugin's arch another name"),
 ])
 def test_a_broken_or_clashing_plugin_is_one_line(tmp_path, tiny_args, isolated, monkeypatch, source, message):
@@ -228,7 +232,7 @@ def test_the_example_plugin_passes_its_own_tests(venv, tmp_path):
                                   "ModuleNotFoundError: No module named 'no_such_module_xyz'"),
     ("methods.pgd_at:PGDAT", "plugin entry point 'trades' of unknown (ltbench.methods): method 'trades' is already "
                              "registered; give the plugin's method another name"),
-    ("bench.data:DATASETS", "plugin entry point 'boom' of unknown (ltbench.methods): method 'boom' must be a "
+    ("bench.data.datasets:DATASETS", "plugin entry point 'boom' of unknown (ltbench.methods): method 'boom' must be a "
                             "subclass of methods.Method"),
 ])
 def test_a_broken_or_clashing_entry_point_is_one_line(isolated, monkeypatch, value, message):

@@ -9,10 +9,11 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from bench.config import build_config
-from bench.data import LongTailData, augment, train_batches
-from bench.errors import InputError
-from bench.policy_augment import RA_MAGNITUDE, apply_plans, draw_plans
+from bench.core.errors import InputError
+from bench.data.augment import augment, train_batches
+from bench.data.longtail import LongTailData
+from bench.data.policy_augment import RA_MAGNITUDE, apply_plans, draw_plans
+from bench.training.config import build_config
 
 
 def images(n: int = 48, channels: int = 3, size: int = 32) -> torch.Tensor:

@@ -9,18 +9,18 @@ import torch
 from click.testing import CliRunner
 from conftest import train_with_validation as train
 
-import bench.precision as precision
-from bench import store
+import bench.core.precision as precision
 from bench.cli import main
-from bench.config import build_config
-from bench.data import to_float
-from bench.errors import BenchError, InputError
-from bench.fold import fold_batchnorm
+from bench.core import store
+from bench.core.errors import BenchError, InputError
+from bench.core.progress import Progress
+from bench.data.images import to_float
 from bench.grid.spec import expand, parse_grid
-from bench.layout import memory_format, sgd_kernel
 from bench.models import ARCHS, build_model
-from bench.progress import Progress
-from bench.train import EpochStats, build_trainee, train_step
+from bench.training.config import build_config
+from bench.training.fold import fold_batchnorm
+from bench.training.layout import memory_format, sgd_kernel
+from bench.training.loop import EpochStats, build_trainee, train_step
 
 TINY_FIELDS = {"epochs": 1, "steps": 1, "batch_size": 32, "epoch_eval_n": 20}
 
@@ -138,6 +138,7 @@ def test_training_step_never_waits_for_the_host(tiny_data, monkeypatch):
     assert stats.hist.sum().item() == 32
 
 
+@pytest.mark.slow
 def test_nan_names_epoch_and_batch_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data, monkeypatch):
     from methods.pgd_at import PGDAT
 

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.errors import InputError
-from bench.evalsettings import radii, radius
-from bench.protocol import EvalResults, MalformedResults, Protocol, default_step, fits
+from bench.core.errors import InputError
+from bench.evaluation.protocol import EvalResults, MalformedResults, Protocol, default_step, fits
+from bench.evaluation.settings import radii, radius
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a committed run evaluated with the paper suite before protocols existed

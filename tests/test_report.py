@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.errors import BenchError, InputError
+from bench.core.errors import BenchError, InputError
 from bench.report import collect, problem_runs, write_report
 from bench.report.feature_plots import tsne_grid
 from bench.report.labels import method_labels, method_markers, method_palette

@@ -10,7 +10,7 @@ import pytest
 from test_report import CLASSES, COUNTS, GROUP100, PER_CLASS, markdown_rows, run_id, write_run
 
 from bench.analysis.metrics import class_geometry
-from bench.metrics import class_groups
+from bench.evaluation.metrics import class_groups
 from bench.report import write_report
 
 N_PER_CLASS = 30

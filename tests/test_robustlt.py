@@ -9,9 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.config import build_config
-from bench.errors import InputError
-from bench.train import build_trainee, craft
+from bench.core.errors import InputError
+from bench.training.config import build_config
+from bench.training.loop import build_trainee, craft
 from methods import get_method
 from methods.robustlt import budget_factors, warmup_scale
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import bench.precision as precision
-from bench import store
+import bench.core.precision as precision
 from bench.cli import main
-from bench.config import build_config
-from bench.errors import BenchError
+from bench.core import store
+from bench.core.errors import BenchError
+from bench.core.progress import Progress
 from bench.grid.spec import expand, load_grid
-from bench.progress import Progress
-from bench.train import resumed_precision
+from bench.training.config import build_config
+from bench.training.loop import resumed_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 #: shipped grid -> (committed results folder, committed runs of that grid)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.metrics import pack_correct, unpack_correct
+from bench.evaluation.metrics import pack_correct, unpack_correct
 from bench.report.significance import Bootstrap, Runs, compare_to_best, point_estimate
 from bench.report.tables import build_tables, differences_markdown, to_csv, to_latex, to_markdown
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.data import DEBIAN_FASHION_MNIST
+from bench.data.fashion_mnist import DEBIAN_FASHION_MNIST
 from methods import REGISTRY
 
 pytestmark = [

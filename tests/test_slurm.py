@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 from slurm_cluster import FEATURE, SlurmCluster
 
-from bench import store
 from bench.cli import main
+from bench.core import store
+from bench.core.precision import resolve_precision
 from bench.grid.slurm import JOBS_FILE
 from bench.grid.spec import expand, load_grid
-from bench.precision import resolve_precision
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import train_with_validation as train
 
-from bench import store
-from bench.config import build_config
-from bench.errors import InputError
-from bench.progress import Progress
+from bench.core import store
+from bench.core.errors import InputError
+from bench.core.progress import Progress
+from bench.training.config import build_config
 from methods import get_method
 from methods.taet import harl_loss, harl_terms, stage_switch_epoch
 
@@ -114,19 +114,20 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_core_runs_no_attack_in_stage_one_and_resumes_into_stage_two(tmp_path, tiny_data, monkeypatch):
-    import bench.train
+    import bench.training.loop
 
     cfg = build_config(method="taet", dataset="cifar10", ur=10, preset="smoke", overrides=FIELDS,
                        method_params={"ce_fraction": 0.4})  # round(1.2) = 1: epoch 0 clean, 1-2 HARL
     calls: list[int] = []
-    real_pgd = bench.train.pgd
+    real_pgd = bench.training.loop.pgd
 
     def counting_pgd(*args, **kwargs):
         calls.append(kwargs["steps"])
         return real_pgd(*args, **kwargs)
 
-    monkeypatch.setattr(bench.train, "pgd", counting_pgd)
+    monkeypatch.setattr(bench.training.loop, "pgd", counting_pgd)
     cpu = torch.device("cpu")
     train(cfg, tiny_data, tmp_path / "straight", cpu, Progress(False))
     batches = -(-sum(tiny_data.class_counts) // 32)

@@ -10,9 +10,10 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.config import build_config
-from bench.data import load_dataset, long_tail_counts, long_tail_data, stratified_first_n
-from bench.errors import InputError
+from bench.core.errors import InputError
+from bench.data.datasets import load_dataset
+from bench.data.longtail import long_tail_counts, long_tail_data, stratified_first_n
+from bench.training.config import build_config
 
 
 def test_lt_profile_applies_the_runs_ur_to_the_test_split(cifar_root: Path):
@@ -43,6 +44,7 @@ def test_config_rejects_unknown_profiles():
         build_config(method="pgd-at", overrides={"test_profile": "tail"})
 
 
+@pytest.mark.slow
 def test_lt_run_records_the_profile_and_the_report_shows_balanced(tmp_path, tiny_args):
     out, report = tmp_path / "results", tmp_path / "report"
     result = CliRunner().invoke(main, ["run", "--methods", "pgd-at", "--out", str(out), *tiny_args,

@@ -10,10 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench import tiny_imagenet
 from bench.cli import main
-from bench.data import long_tail_counts, long_tail_data
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.data import tiny_imagenet
+from bench.data.longtail import long_tail_counts, long_tail_data
 from bench.models import build_model
 
 

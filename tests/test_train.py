@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import train_with_validation as train
 
-from bench import store
-from bench.config import build_config
-from bench.errors import BenchError
-from bench.progress import Progress
-from bench.train import lr_at
+from bench.core import store
+from bench.core.errors import BenchError
+from bench.core.progress import Progress
+from bench.training.config import build_config
+from bench.training.loop import lr_at
 
 TINY_FIELDS = {"epochs": 2, "steps": 1, "batch_size": 32, "epoch_eval_n": 20}
 

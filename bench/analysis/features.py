@@ -1,6 +1,6 @@
 """Penultimate features of a test subset, clean and under attack, exactly as the evaluator attacks it.
 
-The adversarial images come from ``bench.evaluate``'s attack code with the evaluator's generator, batch
+The adversarial images come from ``bench.evaluation.suite``'s attack code with the evaluator's generator, batch
 order and batch size, so with the same subset and batch size they are the images eval.json scored.
 Features are ``net.forward_features(x).features`` in eval mode, fp32, without gradient; the labels the
 model predicts go through the method's inference path (``method.predict``).
@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.attacks import eval_mode
-from bench.data import to_float
-from bench.evaluate import adversarial_images, attack_generator
-from bench.inference import InferenceModel
-from bench.progress import Progress
+from bench.core.progress import Progress
+from bench.data.images import to_float
+from bench.evaluation.attacks import eval_mode
+from bench.evaluation.suite import adversarial_images, attack_generator
+from bench.models.inference import InferenceModel
 
 
 @dataclass(frozen=True)

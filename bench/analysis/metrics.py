@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.special import log_softmax
 
-from bench.metrics import class_groups
+from bench.evaluation.metrics import class_groups
 from methods.tail_loss import first_tail_class
 
 #: per-class metrics, in the order they are stored

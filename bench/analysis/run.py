@@ -16,22 +16,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import store
 from bench.analysis.embedding import tsne, tsne_params
 from bench.analysis.features import FeatureSet, extract
 from bench.analysis.metrics import class_geometry, reat_tail_classes
-from bench.config import RunConfig
-from bench.data import stratified_first_n
-from bench.errors import BenchError, InputError
-from bench.evalsettings import EVAL_BATCH_SIZE
-from bench.evaluate import SUBSET_RULE, attack_params, package_versions
-from bench.external import is_external
-from bench.inference import InferenceModel
-from bench.metrics import class_groups
-from bench.precision import device_name
-from bench.progress import Progress
-from bench.runner import run_data
-from bench.train import build_trainee
+from bench.core import store
+from bench.core.errors import BenchError, InputError
+from bench.core.precision import device_name
+from bench.core.progress import Progress
+from bench.data.longtail import stratified_first_n
+from bench.evaluation.metrics import class_groups
+from bench.evaluation.settings import EVAL_BATCH_SIZE
+from bench.evaluation.suite import SUBSET_RULE, attack_params, package_versions
+from bench.models.inference import InferenceModel
+from bench.training.config import RunConfig
+from bench.training.loop import build_trainee, run_data
 
 #: attacks whose adversarial images the analysis can see (AutoAttack's stay inside pyautoattack)
 ANALYSIS_ATTACKS = ("fgsm", "pgd20", "pgd100", "cw100")
@@ -183,7 +181,7 @@ def analyze_path(path: Path, *, progress: Progress, **options: Any) -> list[dict
     if not path.is_dir():
         raise InputError(f"no run or results folder {path}; train with `bench run` or `bench grid` first")
     runs = list(store.iter_runs(path))
-    outside = [r for r in runs if is_external(r)]
+    outside = [r for r in runs if store.is_external(r)]
     for run in outside:
         progress.log(f"{run.name}: skipped, an outside model (bench eval --model) has no ltbench features")
     runs = [r for r in runs if r not in outside]

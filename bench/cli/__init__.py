@@ -1,4 +1,12 @@
-"""The ``bench`` command line: run, eval, grid, report, analyze, list, data, perf."""
+"""The ``bench`` command line: run, eval, grid, report, analyze, list, data, perf.
+
+One module per command (``*_cmd``: parse the options, call the layers below, print); ``options`` holds the
+options several commands share and ``execute`` the runs of ``bench run`` and ``bench grid``. A command module
+imports no other command module.
+
+May import: bench.core, bench.data, bench.models, methods, bench.evaluation, bench.training, bench.analysis,
+bench.report, bench.perf, bench.runs, bench.grid.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ from typing import Any
 
 import click
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 #: exit code after Ctrl-C (128 + SIGINT), as shells report it
 INTERRUPTED = 130
@@ -45,7 +53,7 @@ def plugin_option() -> click.Option:
     """``--plugin MODULE`` (repeatable, every command): imported before the command runs."""
 
     def load(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
-        from bench import plugins
+        from bench.core import plugins
 
         plugins.request(value)
 

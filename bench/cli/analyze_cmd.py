@@ -9,11 +9,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli.eval_cmd import parse_n
-from bench.cli.options import data_root_option, device_option, progress_option
-from bench.evaluate import EVAL_BATCH_SIZE, SampleCount
-from bench.progress import Progress
-from bench.runner import resolve_device
+from bench.cli.options import data_root_option, device_option, parse_n, progress_option
+from bench.core.device import resolve_device
+from bench.core.progress import Progress
+from bench.evaluation.settings import EVAL_BATCH_SIZE
+from bench.evaluation.suite import SampleCount
 
 #: group means shown per run: metric key -> column title
 SHOWN = {"separation": "sep", "fisher": "Fisher", "ncm_acc": "NCM acc"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from bench import data as datasets
 from bench.cli.options import data_root_option
+from bench.data import datasets
 
 
 @click.group("data")

@@ -9,37 +9,27 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench import store
+from bench.cli.eval_tables import per_class_table
 from bench.cli.external_opts import evaluate_outside, external_options, outside_model
-from bench.cli.options import data_root_option, device_option, progress_option
-from bench.config import check_preset
-from bench.errors import BenchError, InputError
-from bench.evalsettings import (
+from bench.cli.options import data_root_option, device_option, parse_n, progress_option
+from bench.core import store
+from bench.core.device import resolve_device
+from bench.core.errors import BenchError, InputError
+from bench.core.locks import LockHeld, run_lock
+from bench.core.progress import Progress
+from bench.evaluation.settings import (
     ATTACK_KEYS,
     CHECKPOINTS,
     EVAL_BATCH_SIZE,
     EVAL_PRECISIONS,
     SUITES,
-    check_count,
     eval_settings,
     parse_attacks,
     radii,
 )
-from bench.external import is_external
-from bench.grid.locks import LockHeld, run_lock
 from bench.grid.spec import expand, load_grid
-from bench.progress import Progress
-from bench.runner import earlier_settings, evaluate_run, read_config, resolve_device
-
-
-def parse_n(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
-    """``--n``: a positive number of test images or ``all``."""
-    if value is None or value == "all":
-        return value
-    try:
-        return check_count(value, "--n")
-    except InputError as err:
-        raise click.BadParameter(f"expected a positive number of test images or 'all', got {value!r}") from err
+from bench.runs.runner import earlier_settings, evaluate_run, read_config
+from bench.training.config import check_preset
 
 
 def parse_eps(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -50,28 +40,6 @@ def parse_eps(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return radii(value, "--eps")
     except InputError as err:
         raise click.BadParameter(str(err).removeprefix("--eps: ").removeprefix("--eps ")) from None
-
-
-def per_class_table(record: dict[str, Any], classes: list[str], counts: list[int]) -> Table:
-    """Accuracy (%) per class and attack, then the summary rows and the seconds per attack."""
-    attacks = record["attacks"]
-    title = (f"{record['run_id']} ({record['checkpoint']} checkpoint, eps {record['eps']:g}, {record['precision']}, "
-             f"{record['n_test']} test images)")
-    table = Table(title=title)
-    table.add_column("class")
-    table.add_column("train n", justify="right")
-    table.add_column("test n", justify="right")
-    for key in attacks:
-        table.add_column(f"{key} %", justify="right")
-    totals = next(iter(attacks.values()))["per_class_total"] if attacks else [0] * len(classes)
-    for c, name in enumerate(classes):
-        table.add_row(name, str(counts[c]), str(totals[c]),
-                      *(f"{100 * a['per_class_acc'][c]:.1f}" for a in attacks.values()))
-    table.add_section()
-    for row in ("acc", "head", "mid", "tail", "worst", "balanced"):
-        table.add_row(row, "", "", *(f"{100 * a[row]:.2f}" for a in attacks.values()))
-    table.add_row("seconds", "", "", *(f"{a['seconds']:.1f}" for a in attacks.values()))
-    return table
 
 
 def runs_table(rows: list[tuple[str, str, dict[str, Any] | str]]) -> Table:
@@ -174,7 +142,7 @@ def command(target: str | None, suite: str | None, attacks: str | None, n: int |
             if not single and status != "done":
                 skip(run_dir, f"not evaluated: {status}")
                 continue
-            if is_external(run_dir):
+            if store.is_external(run_dir):
                 if single:
                     raise InputError(f"{run_dir} holds an outside model; evaluate it with `bench eval --model ...` "
                                      "or `--arch A --weights FILE` (its config.json names them)")

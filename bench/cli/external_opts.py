@@ -9,8 +9,9 @@ from typing import Any
 import click
 from rich.console import Console
 
-from bench import api, store
-from bench.errors import InputError
+from bench.core import store
+from bench.core.errors import InputError
+from bench.runs.external import evaluate_outside_model
 
 #: --arch names an ltbench architecture to build; with --model it only names the architecture in reports
 OPTIONS = [
@@ -50,12 +51,12 @@ def outside_model(target: str | None, outside: dict[str, Any]) -> bool:
 def evaluate_outside(outside: dict[str, Any], *, suite: str | None, attacks: str | None, n: int | str | None,
                      batch_size: int, checkpoint: str, eps: float | None, step_size: float | None, out: Path,
                      precision: str, device: str, data_root: str | None, progress: bool) -> None:
-    """Evaluate it with ``bench.api.evaluate`` and print the per-class table."""
-    from bench.cli.eval_cmd import per_class_table
+    """Evaluate it with ``evaluate_outside_model`` (``bench.api.evaluate``) and print the per-class table."""
+    from bench.cli.eval_tables import per_class_table
 
     if checkpoint != "last":
         raise InputError("--checkpoint is for trained runs; an outside model has only its --weights")
-    record = api.evaluate(outside["model"], dataset=outside["dataset"], ur=outside["ur"],
+    record = evaluate_outside_model(outside["model"], dataset=outside["dataset"], ur=outside["ur"],
                           attacks=attacks or suite or "fast", n=1000 if n is None else n, device=device,
                           weights=outside["weights"], arch=outside["arch"], label=outside["label"], out=out, eps=eps,
                           step_size=step_size, seed=outside["attack_seed"], batch_size=batch_size,

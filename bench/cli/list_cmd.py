@@ -6,10 +6,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench import plugins
-from bench.config import PRESETS
-from bench.data import DATASETS
+from bench.core import plugins
+from bench.data.datasets import DATASETS
 from bench.models import ARCHS
+from bench.training.config import PRESETS
 from methods import REGISTRY, WRAPPERS, get_method
 
 WHAT = ("methods", "archs", "datasets", "presets")

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from bench.config import parse_value
-from bench.errors import InputError
-from bench.evalsettings import SUITES
+from bench.core.errors import InputError
+from bench.evaluation.settings import SUITES, check_count
 from bench.grid.spec import split_settings
+from bench.training.config import parse_value
 
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto (CUDA if available), cpu, cuda or cuda:N")
@@ -54,3 +54,13 @@ def parse_settings(settings: tuple[str, ...] | list[str]) -> tuple[dict[str, Any
             raise InputError(f"--set expects KEY=VALUE or METHOD.PARAM=VALUE (e.g. --set lr=0.05), got {item!r}")
         flat[key] = parse_value(raw)
     return split_settings(flat)
+
+
+def parse_n(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+    """``--n``: a positive number of test images or ``all``."""
+    if value is None or value == "all":
+        return value
+    try:
+        return check_count(value, "--n")
+    except InputError as err:
+        raise click.BadParameter(f"expected a positive number of test images or 'all', got {value!r}") from err

@@ -9,12 +9,14 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.cli.options import data_root_option
-from bench.config import PRESETS
-from bench.data import AUGMENT_MODES, load_dataset, long_tail_data
-from bench.evaluate import EVAL_BATCH_SIZE
-from bench.perf import augmentation_rate, perf_config, profile_step, synthetic_data, whole_step
-from bench.precision import PRECISIONS
-from bench.runner import resolve_device
+from bench.core.device import resolve_device
+from bench.core.precision import PRECISIONS
+from bench.data.augment import AUGMENT_MODES
+from bench.data.datasets import load_dataset
+from bench.data.longtail import long_tail_data
+from bench.evaluation.settings import EVAL_BATCH_SIZE
+from bench.perf.benchmark import augmentation_rate, perf_config, profile_step, synthetic_data, whole_step
+from bench.training.config import PRESETS
 
 
 def result_table(r: dict) -> Table:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bench.errors import InputError
+from bench.core.errors import InputError
 
 
 @click.command("report")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from bench.cli.grid_cmd import execute_grid
+from bench.cli.execute import execute_grid
 from bench.cli.options import parse_settings, training_options
-from bench.config import DEFAULTS, PRESETS, RunConfig, parse_value
-from bench.errors import InputError
-from bench.evalsettings import EvalSettings
+from bench.core.errors import InputError
+from bench.evaluation.settings import EvalSettings
 from bench.grid.spec import GridSpec, expand
+from bench.training.config import DEFAULTS, PRESETS, RunConfig, parse_value
 
 
 def one_cell_grid(methods: str, dataset: str, ur: str, arch: str, preset: str, seed: str,

@@ -1,5 +1,7 @@
 """Ablation grids: a TOML file expands to RunConfigs that local workers or SLURM jobs train.
 
-``spec`` reads and expands grid files, ``locks`` keeps two workers off one run, ``task`` is one run inside a
-worker and ``executors`` dispatches the runs.
+``spec`` reads and expands grid files, ``task`` is one run inside a worker (its lock, the runner, a ``failed``
+marker for any error) and ``executors`` dispatches the runs to local workers or SLURM jobs.
+
+May import: bench.core, methods, bench.evaluation, bench.training, bench.runs.
 """

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from bench.errors import InputError
+from bench.core.errors import InputError
 from bench.grid.task import RunResult, RunTask, run_task
 
 Report = Callable[[RunResult], None]

@@ -18,8 +18,8 @@ from typing import Any
 import submitit
 import torch
 
-from bench import store
-from bench.errors import BenchError, InputError
+from bench.core import store
+from bench.core.errors import BenchError, InputError
 from bench.grid.executors import Report
 from bench.grid.task import FAILED, RunResult, RunTask, run_task
 

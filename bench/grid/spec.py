@@ -10,9 +10,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench.config import DEFAULTS, PRESETS, SETTABLE, RunConfig, build_config, check_preset
-from bench.errors import InputError
-from bench.evalsettings import EvalSettings, check_count, check_suite, eval_settings, radii
+from bench.core.errors import InputError
+from bench.evaluation.settings import EvalSettings, check_count, check_suite, eval_settings, radii
+from bench.training.config import DEFAULTS, PRESETS, SETTABLE, RunConfig, build_config, check_preset
 from methods import get_method
 
 AXES = ("datasets", "archs", "urs", "methods", "seeds")

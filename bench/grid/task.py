@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import store
-from bench.config import RunConfig
-from bench.errors import BenchError
-from bench.evalsettings import EvalSettings
-from bench.grid.locks import LOCK_FILE, LockHeld, run_lock
-from bench.progress import Progress
-from bench.protocol import EvalResults, MalformedResults, default_step
-from bench.runner import evaluate_run, resolve_device, run_one
+from bench.core import store
+from bench.core.device import resolve_device
+from bench.core.errors import BenchError
+from bench.core.locks import LOCK_FILE, LockHeld, run_lock
+from bench.core.progress import Progress
+from bench.evaluation.protocol import EvalResults, MalformedResults, default_step
+from bench.evaluation.settings import EvalSettings
+from bench.runs.runner import evaluate_run, run_one
+from bench.training.config import RunConfig
 
 #: outcomes of a run
 TRAINED, EVALUATED, DONE_EARLIER, FAILED, LOCKED = "trained", "evaluated", "done earlier", "failed", "locked"

@@ -1,12 +1,20 @@
-"""Architecture registry: each entry builds a backbone and reports its feature size."""
+"""Architecture registry: each entry builds a backbone and reports its feature size.
+
+``net`` joins a backbone and a method's head (``Output``: features and logits); ``inference`` is the model
+exactly as it predicts, with the method's inference-time adjustment.
+
+May import: bench.core.
+"""
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from bench.errors import unknown_name
+from bench.core import plugins
+from bench.core.errors import InputError, unknown_name
 from bench.models.cnn import cnn_small
 from bench.models.net import Net, Output
 from bench.models.resnet import preact_resnet18, resnet18
@@ -21,10 +29,22 @@ ARCHS: dict[str, tuple[Callable[[int], tuple[nn.Module, int]], str]] = {
 }
 
 
-def check_arch(name: str) -> None:
-    from bench import plugins
+def register_arch(name: str, factory: Callable[[int], tuple[nn.Module, int]], description: str = "") -> None:
+    """Add an architecture (from a plugin): ``factory(in_channels)`` returns ``(backbone, feature_size)``."""
+    if not callable(factory):
+        raise InputError(f"arch {name!r} must be a factory function, got {reprlib.repr(factory)}")
+    plugins.taken("arch", name)
+    summary = description or (factory.__doc__ or "").strip().split("\n")[0] or "(plugin)"
+    ARCHS[name] = (factory, summary)
+    plugins.registered("arch", name)
 
-    plugins.load()
+
+plugins.add_registry("arch", plugins.Registry(names=lambda: ARCHS, add=register_arch,
+                                              holds=lambda name, obj: ARCHS.get(name, (None,))[0] is obj))
+
+
+def check_arch(name: str) -> None:
+    plugins.load("arch")
     if name not in ARCHS:
         raise unknown_name("architecture", name, list(ARCHS))
 
@@ -42,4 +62,4 @@ def build_model(
     return Net(backbone, make_head(feat_dim), mean, std)
 
 
-__all__ = ["ARCHS", "Net", "Output", "build_model", "check_arch"]
+__all__ = ["ARCHS", "Net", "Output", "build_model", "check_arch", "register_arch"]

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import store
-from bench.errors import InputError
-from bench.metrics import unpack_correct
-from bench.protocol import Block, EvalResults, MalformedResults
+from bench.core import store
+from bench.core.errors import InputError
+from bench.evaluation.metrics import unpack_correct
+from bench.evaluation.protocol import Block, EvalResults, MalformedResults
 from bench.report.labels import attack_sort_key, method_labels, method_sort_key
 from bench.report.protocol import run_protocol
 

@@ -8,7 +8,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.report.plots import Palette, _class_ticks, _figure, _legend_right, _shade_groups, method_lines
+from bench.report.plots import Palette, class_ticks, figure, legend_right, method_lines, shade_groups
 
 #: classes above this count get no legend entries in t-SNE maps (tail colours, others grey)
 _MAX_LEGEND_CLASSES = 20
@@ -35,7 +35,7 @@ def tsne_grid(maps: list[tuple[str, list[np.ndarray]]], labels: np.ndarray, clas
     """
     ncols = min(len(maps), _MAX_TSNE_COLUMNS)
     blocks = -(-len(maps) // ncols)
-    fig, axes = _figure(0.6 + 3.1 * ncols, 0.5 + 3.0 * len(conditions) * blocks, nrows=len(conditions) * blocks,
+    fig, axes = figure(0.6 + 3.1 * ncols, 0.5 + 3.0 * len(conditions) * blocks, nrows=len(conditions) * blocks,
                         ncols=ncols)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -79,12 +79,12 @@ def per_class_metrics(data: pd.DataFrame, classes: list[str], counts: list[int],
     """
     conditions = list(dict.fromkeys(data["condition"]))
     n = len(classes)
-    fig, axes = _figure(1.5 + 3.6 * len(metrics), 0.6 + 3.2 * len(conditions), nrows=len(conditions),
+    fig, axes = figure(1.5 + 3.6 * len(metrics), 0.6 + 3.2 * len(conditions), nrows=len(conditions),
                         ncols=len(metrics), sharex=True)
     for row, cond in enumerate(conditions):
         for col, (metric, axis_label) in enumerate(metrics.items()):
             ax = axes[row, col]
-            _shade_groups(ax, n)
+            shade_groups(ax, n)
             part = data[(data["condition"] == cond) & (data["metric"] == metric)]
             sns.lineplot(data=part, x="class_idx", y="value", errorbar="sd",
                          legend=row == 0 and col == len(metrics) - 1, ax=ax, **method_lines(data, palette, n))
@@ -95,7 +95,7 @@ def per_class_metrics(data: pd.DataFrame, classes: list[str], counts: list[int],
             ax.set_xlabel("class (training images), head → tail" if row == len(conditions) - 1 else "")
             ax.set_title(f"{cond}")
             if row == len(conditions) - 1:
-                _class_ticks(ax, classes, counts)
-    _legend_right(axes[0, -1])
+                class_ticks(ax, classes, counts)
+    legend_right(axes[0, -1])
     fig.suptitle(title)
     return fig

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.core.store import write_text
 from bench.report import feature_plots
 from bench.report.collect import Run
 from bench.report.figures import FigureFile
@@ -24,8 +25,7 @@ from bench.report.files import save_figure
 from bench.report.labels import attack_name, group_slug, group_title, method_sort_key
 from bench.report.plots import Palette, style
 from bench.report.protocol import attack_protocol
-from bench.report.tables import _latex_escape
-from bench.store import write_text
+from bench.report.tables import latex_escape
 
 ANALYSIS_FILES = {"last": "analysis.json", "best": "analysis-best.json"}
 #: per-class metrics drawn against class index: key -> axis label
@@ -159,13 +159,13 @@ def table_csv(stats: pd.DataFrame, dataset: str, arch: str, ur: float) -> str:
 
 def table_latex(stats: pd.DataFrame, slug: str, caption: str) -> str:
     lines = ["% written by ltbench; needs \\usepackage{booktabs}", "\\begin{table}[htbp]", "\\centering",
-             f"\\caption{{{_latex_escape(caption)}}}", f"\\label{{tab:feature-space-{slug}}}",
+             f"\\caption{{{latex_escape(caption)}}}", f"\\label{{tab:feature-space-{slug}}}",
              "\\begin{tabular}{ll" + "r" * len(TABLE_COLUMNS) + "}", "\\toprule",
-             " & ".join(_latex_escape(h) for h in ["Method", "Images", *TABLE_COLUMNS.values()]) + " \\\\",
+             " & ".join(latex_escape(h) for h in ["Method", "Images", *TABLE_COLUMNS.values()]) + " \\\\",
              "\\midrule"]
     for key in stats.index:
         cells = [_cell(stats, key, h, "$\\pm$").replace("–", "--") for h in TABLE_COLUMNS.values()]
-        lines.append(" & ".join([_latex_escape(key[0]), _latex_escape(key[1]), *cells]) + " \\\\")
+        lines.append(" & ".join([latex_escape(key[0]), latex_escape(key[1]), *cells]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.protocol import default_step
+from bench.evaluation.protocol import default_step
 from bench.report import plots
 from bench.report.collect import Run, load_metrics
 from bench.report.files import save_figure

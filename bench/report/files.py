@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from bench.store import write_bytes
+from bench.core.store import write_bytes
 
 #: formats every figure is saved in
 FIGURE_FORMATS = ("png", "pdf")

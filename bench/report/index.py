@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.core.store import write_text
 from bench.report.collect import EVAL_FILES, UNREADABLE, RunProblem, runs_frame, scan
 from bench.report.feature_space import FeatureSpace, write_feature_space
 from bench.report.figures import FigureFile, write_figures
@@ -24,7 +25,6 @@ from bench.report.tables import (
     to_markdown,
 )
 from bench.report.training_table import write_training_tables
-from bench.store import write_text
 
 #: what each test profile means, stated above its tables
 TEST_PROFILE_NOTES = {

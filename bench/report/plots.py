@@ -37,13 +37,13 @@ def style() -> Iterator[None]:
         yield
 
 
-def _figure(width: float, height: float, **subplots: object) -> tuple[Figure, np.ndarray]:
+def figure(width: float, height: float, **subplots: object) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots(squeeze=False, **subplots)
 
 
-def _methods(data: pd.DataFrame, palette: Palette) -> tuple[list[str], dict]:
+def methods(data: pd.DataFrame, palette: Palette) -> tuple[list[str], dict]:
     order = sorted(data["Method"].unique(), key=method_sort_key)
     return order, {m: palette[m] for m in order}
 
@@ -51,7 +51,7 @@ def _methods(data: pd.DataFrame, palette: Palette) -> tuple[list[str], dict]:
 def method_lines(data: pd.DataFrame, palette: Palette, points: int) -> dict:
     """Seaborn keywords for one line per method with its colour and its marker (on every point, or on about 15
     of them when a line has more than 30)."""
-    order, colours = _methods(data, palette)
+    order, colours = methods(data, palette)
     markers = method_markers(palette)
     style = {"markevery": math.ceil(points / 15)} if points > _MAX_CLASS_TICKS else {}
     return {"hue": "Method", "hue_order": order, "palette": colours, "style": "Method", "style_order": order,
@@ -59,12 +59,12 @@ def method_lines(data: pd.DataFrame, palette: Palette, points: int) -> dict:
             "markersize": 6, **style}
 
 
-def _legend_right(ax: Axes) -> None:
+def legend_right(ax: Axes) -> None:
     if ax.get_legend() is not None:
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
 
 
-def _class_ticks(ax: Axes, classes: list[str], counts: list[int], axis: str = "x") -> None:
+def class_ticks(ax: Axes, classes: list[str], counts: list[int], axis: str = "x") -> None:
     ticks = list(range(0, len(classes), math.ceil(len(classes) / _MAX_CLASS_TICKS)))
     names = [f"{classes[i]} ({counts[i]})" for i in ticks]
     if axis == "x":
@@ -73,7 +73,7 @@ def _class_ticks(ax: Axes, classes: list[str], counts: list[int], axis: str = "x
         ax.set_yticks([t + 0.5 for t in ticks], names, rotation=0)
 
 
-def _shade_groups(ax: Axes, n_classes: int) -> None:
+def shade_groups(ax: Axes, n_classes: int) -> None:
     """Grey bands and labels for the head / mid / tail thirds (head = first C//3, tail = last C//3)."""
     third = n_classes // 3
     if third == 0:
@@ -101,17 +101,17 @@ def per_class(data: pd.DataFrame, classes: list[str], counts: list[int], attack:
     ``data``: one row per (run, class) with ``Method``, ``class_idx``, ``acc``.
     """
     n = len(classes)
-    fig, axes = _figure(min(max(6.5, 2.5 + 0.5 * n), 16.0), 4.5)
+    fig, axes = figure(min(max(6.5, 2.5 + 0.5 * n), 16.0), 4.5)
     ax = axes[0, 0]
-    _shade_groups(ax, n)
+    shade_groups(ax, n)
     sns.lineplot(data=data, x="class_idx", y="acc", errorbar="sd", ax=ax, **method_lines(data, palette, n))
-    _class_ticks(ax, classes, counts)
+    class_ticks(ax, classes, counts)
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_ylim(0, min(100.0, data["acc"].max() * 1.1 + 8))
     ax.set_xlabel("class (training images), head → tail")
     ax.set_ylabel(f"{attack_name(attack)} accuracy (%)")
     ax.set_title(title)
-    _legend_right(ax)
+    legend_right(ax)
     return fig
 
 
@@ -123,8 +123,8 @@ def group_bars(data: pd.DataFrame, palette: Palette, title: str) -> Figure:
     attacks = list(dict.fromkeys(data["attack"]))
     ncols = min(len(attacks), 3)
     nrows = math.ceil(len(attacks) / ncols)
-    fig, axes = _figure(3.3 * ncols + 2.0, 3.3 * nrows, nrows=nrows, ncols=ncols, sharey=True)
-    order, colours = _methods(data, palette)
+    fig, axes = figure(3.3 * ncols + 2.0, 3.3 * nrows, nrows=nrows, ncols=ncols, sharey=True)
+    order, colours = methods(data, palette)
     for ax, attack in zip(axes.flat, attacks, strict=False):
         sns.barplot(data=data[data["attack"] == attack], x="group", y="acc", order=["head", "mid", "tail"],
                     hue="Method", hue_order=order, palette=colours, saturation=1, errorbar="sd", capsize=0.15,
@@ -147,13 +147,13 @@ def ae_distribution(panels: list[tuple[str, pd.DataFrame]], classes: list[str], 
     ``panels``: (method label, class x epoch frame of shares in % of each epoch's AEs).
     """
     n = len(classes)
-    fig, axes = _figure(2.4 + 3.2 * len(panels), min(max(3.2, 1.8 + 0.3 * n), 9.0), ncols=len(panels))
+    fig, axes = figure(2.4 + 3.2 * len(panels), min(max(3.2, 1.8 + 0.3 * n), 9.0), ncols=len(panels))
     vmax = max(float(np.nanmax(frame.to_numpy())) for _, frame in panels)
     for i, (ax, (label, frame)) in enumerate(zip(axes[0], panels, strict=True)):
         sns.heatmap(frame, vmin=0, vmax=vmax, cmap="rocket_r", cbar=False, yticklabels=False, ax=ax)
         _epoch_ticks(ax, list(frame.columns))
         if i == 0:
-            _class_ticks(ax, classes, counts, axis="y")
+            class_ticks(ax, classes, counts, axis="y")
             ax.set_ylabel("predicted class (training images)")
         else:
             ax.set_ylabel("")
@@ -170,9 +170,9 @@ def robust_vs_clean(data: pd.DataFrame, palette: Palette, attack: str, title: st
 
     ``data``: one row per run with ``Method``, ``UR``, ``clean``, ``robust``.
     """
-    fig, axes = _figure(7.0, 4.5)
+    fig, axes = figure(7.0, 4.5)
     ax = axes[0, 0]
-    order, colours = _methods(data, palette)
+    order, colours = methods(data, palette)
     markers = method_markers(palette)
     urs = sorted(data["UR"].unique(), key=float)
     sizes = {"size": "UR", "size_order": urs, "sizes": (40, 110)} if len(urs) > 1 else {"s": 70}
@@ -181,7 +181,7 @@ def robust_vs_clean(data: pd.DataFrame, palette: Palette, attack: str, title: st
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel(f"{attack_name(attack)} accuracy (%)")
     ax.set_title(title)
-    _legend_right(ax)
+    legend_right(ax)
     return fig
 
 
@@ -190,7 +190,7 @@ def accuracy_vs_ur(data: pd.DataFrame, palette: Palette, attack: str, title: str
 
     ``data``: one row per run with ``Method``, ``ur``, ``acc``, ``tail``.
     """
-    fig, axes = _figure(10.5, 4.2, ncols=2, sharey=True)
+    fig, axes = figure(10.5, 4.2, ncols=2, sharey=True)
     urs = sorted(data["ur"].unique())
     names = ("overall", "tail (last third of the classes)")
     for i, (ax, column, name) in enumerate(zip(axes[0], ("acc", "tail"), names, strict=True)):
@@ -202,7 +202,7 @@ def accuracy_vs_ur(data: pd.DataFrame, palette: Palette, attack: str, title: str
         ax.set_xlabel("imbalance ratio UR (log scale)")
         ax.set_ylabel(f"{attack_name(attack)} accuracy (%)")
         ax.set_title(name)
-    _legend_right(axes[0, 1])
+    legend_right(axes[0, 1])
     fig.suptitle(title)
     return fig
 
@@ -212,14 +212,14 @@ def training_curves(data: pd.DataFrame, palette: Palette, columns: dict[str, str
 
     ``data``: one row per (run, epoch) with ``Method``, ``epoch`` and the columns in %.
     """
-    fig, axes = _figure(4.2 * len(columns) + 2.0, 4.0, ncols=len(columns))
+    fig, axes = figure(4.2 * len(columns) + 2.0, 4.0, ncols=len(columns))
     lines = method_lines(data, palette, data["epoch"].nunique())
     for i, (ax, (column, label)) in enumerate(zip(axes[0], columns.items(), strict=True)):
         sns.lineplot(data=data, x="epoch", y=column, errorbar="sd", legend=i == len(columns) - 1, ax=ax, **lines)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-    _legend_right(axes[0, -1])
+    legend_right(axes[0, -1])
     fig.suptitle(title)
     return fig
 
@@ -231,7 +231,7 @@ def accuracy_vs_eps(data: pd.DataFrame, palette: Palette, attack: str, train_eps
 
     ``data``: one row per (run, radius) with ``Method``, ``eps``, ``acc``, ``tail``.
     """
-    fig, axes = _figure(10.5, 4.2, ncols=2, sharey=True)
+    fig, axes = figure(10.5, 4.2, ncols=2, sharey=True)
     radii = sorted(data["eps"].unique())
     names = ("overall", "tail (last third of the classes)")
     for i, (ax, column, name) in enumerate(zip(axes[0], ("acc", "tail"), names, strict=True)):
@@ -243,6 +243,6 @@ def accuracy_vs_eps(data: pd.DataFrame, palette: Palette, attack: str, train_eps
         ax.set_xlabel("attack radius eps (L-inf); dotted: training eps")
         ax.set_ylabel(f"{attack_name(attack)} accuracy (%)")
         ax.set_title(name)
-    _legend_right(axes[0, 1])
+    legend_right(axes[0, 1])
     fig.suptitle(title)
     return fig

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from bench.core import store
 
 
 def attack_protocol(params: Mapping[str, Any], run_seed: int) -> dict[str, Any]:

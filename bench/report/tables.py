@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.metrics import class_groups
+from bench.evaluation.metrics import class_groups
 from bench.report import significance
 from bench.report.labels import attack_name, attack_sort_key, group_slug, group_title, method_sort_key
 
@@ -219,7 +219,7 @@ def table_file(table: Table) -> str:
     return "\n".join(parts)
 
 
-def _latex_escape(text: str) -> str:
+def latex_escape(text: str) -> str:
     special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
     return "".join(special.get(ch, ch) for ch in text)
@@ -227,7 +227,7 @@ def _latex_escape(text: str) -> str:
 
 def to_latex(table: Table, checkpoint: str) -> str:
     """A booktabs ``table`` environment; ``\\textbf`` as in ``to_markdown`` (the caption says which rule)."""
-    where = _latex_escape(f"{table.dataset}, {table.arch}, UR {table.ur:g}")
+    where = latex_escape(f"{table.dataset}, {table.arch}, UR {table.ur:g}")
     lines = [
         "% written by ltbench; needs \\usepackage{booktabs}",
         "\\begin{table}[htbp]",
@@ -237,7 +237,7 @@ def to_latex(table: Table, checkpoint: str) -> str:
         f"\\label{{tab:acc-{table.slug}}}",
         "\\begin{tabular}{l" + "r" * (1 + len(table.metrics)) + "}",
         "\\toprule",
-        " & ".join(["Method", "Seeds", *(_latex_escape(metric_name(m)) for m in table.metrics)]) + " \\\\",
+        " & ".join(["Method", "Seeds", *(latex_escape(metric_name(m)) for m in table.metrics)]) + " \\\\",
         "\\midrule",
     ]
     for label in table.stats.index:
@@ -246,7 +246,7 @@ def to_latex(table: Table, checkpoint: str) -> str:
             text = _cell(table, label, metric, "$\\pm$").replace(_MISSING, "--")
             cells.append(f"\\textbf{{{text}}}" if label in table.bold(metric) else text)
         seeds = str(table.stats.at[label, "n_seeds"])
-        lines.append(" & ".join([_latex_escape(label), seeds, *cells]) + " \\\\")
+        lines.append(" & ".join([latex_escape(label), seeds, *cells]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 

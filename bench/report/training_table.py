@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.core.store import write_text
 from bench.report.collect import Run, load_metrics
 from bench.report.labels import group_slug, group_title, method_sort_key
 from bench.report.tables import pipe_table
-from bench.store import write_text
 
 #: table columns: per-run value -> header
 COLUMNS = {"ae_entropy": "AE label entropy (nats)", "train_adv_acc": "Train AE acc., last epoch (%)"}

@@ -20,14 +20,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.config import RunConfig, build_config
-from bench.data import LongTailData, augment, dataset_info, long_tail_counts, train_batches
-from bench.evaluate import EVAL_BATCH_SIZE, attack_params, run_attack
-from bench.inference import InferenceModel
-from bench.perf_reference import ReferenceLoop, reference_loader
-from bench.precision import resolve_precision
-from bench.progress import Progress
-from bench.train import EpochStats, build_trainee, train_step
+from bench.core.precision import resolve_precision
+from bench.core.progress import Progress
+from bench.data.augment import augment, train_batches
+from bench.data.datasets import dataset_info
+from bench.data.longtail import LongTailData, long_tail_counts
+from bench.evaluation.settings import EVAL_BATCH_SIZE
+from bench.evaluation.suite import attack_params, run_attack
+from bench.models.inference import InferenceModel
+from bench.perf.reference import ReferenceLoop, reference_loader
+from bench.training.config import RunConfig, build_config
+from bench.training.loop import EpochStats, build_trainee, train_step
 
 #: training images per class before the long-tailed profile is applied (synthetic data)
 SYNTHETIC_N_MAX = 5000

@@ -8,43 +8,38 @@ class counts and so the head / mid / tail grouping); ``bench report`` tables it 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import inspect
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bench import store
-from bench.data import LongTailData, dataset_info, load_dataset, long_tail_data
-from bench.errors import BenchError, InputError
-from bench.evalsettings import EvalSettings
-from bench.evaluate import eval_record, evaluate
-from bench.grid.locks import run_lock
-from bench.inference import InferenceModel
+from bench.core import store
+from bench.core.device import resolve_device
+from bench.core.errors import BenchError, InputError
+from bench.core.locks import run_lock
+from bench.core.progress import Progress
+from bench.data.datasets import dataset_info, load_dataset
+from bench.data.longtail import LongTailData, long_tail_data
+from bench.evaluation.protocol import default_step
+from bench.evaluation.settings import EVAL_BATCH_SIZE, SUITES, EvalSettings, eval_settings, parse_attacks
+from bench.evaluation.suite import eval_record, evaluate
 from bench.models import build_model
-from bench.progress import Progress
-from bench.protocol import default_step
+from bench.models.inference import InferenceModel
 from methods.base import Method
 
 #: keys under which checkpoints commonly hold the state_dict (official REAT / timm / torchvision / ltbench code)
 STATE_KEYS = ("state_dict", "model", "net")
 #: ``arch`` of an outside model in config.json when --arch does not name it
 EXTERNAL_ARCH = "external"
-
-
-def is_external(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds an outside model's evaluation (its config.json has ``external``)."""
-    try:
-        return "external" in store.read_json(Path(run_dir) / store.CONFIG_FILE)
-    except (BenchError, OSError):
-        return False
 
 
 def import_factory(spec: str) -> Callable[..., nn.Module]:
@@ -54,9 +49,9 @@ def import_factory(spec: str) -> Callable[..., nn.Module]:
         raise InputError(f"--model expects PKG.MODULE:FACTORY (e.g. mymodels.wrn:build), got {spec!r}")
     try:
         if module_name.endswith(".py"):
-            from bench.plugins import _import  # the same import as a --plugin file
+            from bench.core.plugins import import_module  # the same import as a --plugin file
 
-            module = _import(str(Path(module_name).resolve()))
+            module = import_module(str(Path(module_name).resolve()))
         else:
             if os.getcwd() not in sys.path:
                 sys.path.append(os.getcwd())
@@ -144,7 +139,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Evaluate ``model`` into ``run_dir`` (config.json, eval.json, done) at ``eps``/``step_size``; returns the
     asked results (see ``evaluate``). ``run_radius`` is the run's own (eps, step size), recorded in config.json:
-    results at another radius are kept apart from those (``bench.protocol``)."""
+    results at another radius are kept apart from those (``bench.evaluation.protocol``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"dataset": data.name, "ur": data.ur, "arch": arch, "method": label, "method_params": {},
               "preset": "external", "seed": seed, "eps": run_radius[0], "step_size": run_radius[1],
@@ -160,15 +155,15 @@ def evaluate_model(
         progress.log(f"{run_dir.name}: evaluating the outside model {label} at eps {eps:g}: "
                      f"{', '.join(evaluation.attacks)}")
         record = evaluate(net, data, attacks=evaluation.attacks, eps=eps, step_size=step_size, seed=seed,
-                          n=evaluation.n, batch_size=evaluation.batch_size, record=record, out_path=out_path,
-                          progress=progress, run_radius=run_radius, precision=evaluation.precision,
-                          settings=evaluation.to_dict())
+                          n=evaluation.n, batch_size=evaluation.batch_size, record=record,
+                          save=functools.partial(store.write_json, out_path), progress=progress,
+                          run_radius=run_radius, precision=evaluation.precision, settings=evaluation.to_dict())
         store.mark_done(run_dir)
     return record
 
 
 def external_data(dataset: str, ur: float, data_root: str | None, device: torch.device) -> LongTailData:
-    from bench.config import check_ur
+    from bench.training.config import check_ur
 
     return long_tail_data(load_dataset(dataset, data_root), check_ur(ur, dataset), device)
 
@@ -218,3 +213,29 @@ def evaluate_external(
                             label=label, eps=eps, step_size=step_size, seed=seed, device=device, progress=progress,
                             run_radius=run_radius)
     return run_dir, record
+
+
+def evaluate_outside_model(
+    model: nn.Module | str | None = None, *, dataset: str, ur: float = 100, attacks: str | Sequence[str] = "fast",
+    n: int | str | None = 1000, device: str = "auto", weights: str | Path | None = None, arch: str | None = None,
+    label: str | None = None, out: str | Path = "results", eps: float | None = None, step_size: float | None = None,
+    seed: int = 0, batch_size: int = EVAL_BATCH_SIZE, precision: str = "fp32", data_root: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate an outside model (as ``bench eval --model``) and return its eval.json record.
+
+    ``model``: an ``nn.Module`` taking images in [0, 1], or ``"PKG.MODULE:FACTORY"``; or None with ``arch`` and
+    ``weights`` for one of ltbench's architectures. ``attacks``: a suite name (fast, paper, full) or attack
+    keys; ``n``: test images (the stratified first n, or "all"); ``ur``: the imbalance ratio that sets the
+    class counts and so the head / mid / tail groups. The run folder goes under ``out`` (``bench report``
+    tables it beside trained runs); attacks already there with the same settings are not run again.
+    """
+    suite, keys = (attacks, None) if isinstance(attacks, str) and attacks in SUITES else (None, parse_attacks(
+        attacks if isinstance(attacks, str) else ",".join(attacks)))
+    settings = eval_settings(suite=suite, attacks=keys, n=n, batch_size=batch_size, precision=precision)
+    with Progress(progress) as bar:
+        _, record = evaluate_external(
+            model=model, arch=arch, weights=Path(weights) if weights is not None else None, dataset=dataset, ur=ur,
+            out=Path(out), label=label, evaluation=settings, eps=eps, step_size=step_size, seed=seed,
+            data_root=data_root, device=resolve_device(device), progress=bar)
+    return record

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from bench.errors import InputError, unknown_name
+from bench.core.errors import InputError, unknown_name
 
 ATTACK_KEYS = ("clean", "fgsm", "pgd20", "pgd100", "cw100", "aa")
 SUITES: dict[str, tuple[str, ...]] = {

@@ -6,11 +6,16 @@ Three sources, loaded once, on the first use of a registry (and by ``bench list`
   ``ltbench.datasets``: the entry point's name is the registry name, its object the Method subclass, the
   model factory or the ``DatasetLoader``;
 * modules named in ``$LTBENCH_PLUGINS`` (``mod1,mod2``; a module name or a ``.py`` file), which register
-  themselves when imported (``methods.register``, ``bench.plugins.register_arch``, ``register_dataset``);
+  themselves when imported (``methods.register``, ``bench.models.register_arch``,
+  ``bench.data.datasets.register_dataset``);
 * ``--plugin MODULE`` on the command line, which adds to ``$LTBENCH_PLUGINS`` so that worker processes and
   SLURM jobs, which inherit the environment, load the same modules.
 
 A plugin that fails to import, or a name that is already taken, is an ``InputError`` (one line, exit 2).
+
+This module knows no registry: each registry (methods, architectures, datasets) adds itself with
+``add_registry`` when it is imported, calls ``load(kind)`` before its first look-up and ``registered`` for every
+name it adds, which records the plugin that was importing at the time.
 """
 
 from __future__ import annotations
@@ -19,38 +24,58 @@ import hashlib
 import importlib
 import importlib.util
 import os
-import reprlib
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import torch
-from torch import nn
-
-from bench.errors import BenchError, InputError
+from bench.core.errors import BenchError, InputError
 
 ENV = "LTBENCH_PLUGINS"
 #: registry kind -> entry-point group
 GROUPS = {"method": "ltbench.methods", "arch": "ltbench.archs", "dataset": "ltbench.datasets"}
 
+
+@dataclass(frozen=True)
+class Registry:
+    """What the loader needs of a registry: its names, how to add an entry point's object, and whether a
+    name already refers to that object (a module that registered itself on import)."""
+
+    names: Callable[[], Iterable[str]]
+    add: Callable[[str, Any], None]
+    holds: Callable[[str, Any], bool]
+
+
+#: kind -> registry, added by the registries' own modules
+_registries: dict[str, Registry] = {}
 #: (kind, registry name) -> where it came from, as config.json records it
 _origins: dict[tuple[str, str], dict[str, str]] = {}
 _imported: set[str] = set()
-_state = {"loaded": False}
+#: ``modules``: $LTBENCH_PLUGINS imported; ``kinds``: kinds whose entry points are loaded
+_state: dict[str, Any] = {"modules": False, "kinds": set()}
+#: the origin of the plugin module being imported (None: no plugin import under way)
+_importing: list[dict[str, str]] = []
 
 
-def _registries() -> dict[str, dict[str, Any]]:
-    import methods
-    from bench import data, models
-
-    return {"method": methods.REGISTRY, "arch": models.ARCHS, "dataset": data.DATASETS}
+def add_registry(kind: str, registry: Registry) -> None:
+    """Called once by each registry's module (``method``, ``arch``, ``dataset``)."""
+    _registries[kind] = registry
 
 
-def _names() -> set[tuple[str, str]]:
-    return {(kind, name) for kind, registry in _registries().items() for name in registry}
+def taken(kind: str, name: str) -> None:
+    """Refuse a name that the ``kind`` registry already holds (built-ins win)."""
+    registry = _registries.get(kind)
+    if registry is not None and name in registry.names():
+        raise InputError(f"{kind} {name!r} is already registered; give the plugin's {kind} another name")
+
+
+def registered(kind: str, name: str) -> None:
+    """Record that ``name`` was just added to the ``kind`` registry (by a plugin module, if one is importing)."""
+    if _importing:
+        _origins[(kind, name)] = _importing[-1]
 
 
 def requested() -> list[str]:
@@ -69,41 +94,50 @@ def request(specs: Iterable[str]) -> None:
         _import_module(spec)
 
 
-def load() -> None:
-    """Load every plugin once: ``$LTBENCH_PLUGINS`` modules, then the entry points of installed packages."""
-    if _state["loaded"]:
-        return
-    _state["loaded"] = True  # before loading: a plugin that reads a registry must not recurse
-    try:
-        for spec in requested():
-            _import_module(spec)
-        for kind, group in GROUPS.items():
-            for ep in sorted(entry_points(group=group), key=lambda e: e.name):
-                _load_entry_point(kind, ep)
-    except BaseException:
-        _state["loaded"] = False
-        raise
+def load(kind: str | None = None) -> None:
+    """Load the plugins once: the ``$LTBENCH_PLUGINS`` modules, then the entry points of ``kind`` (every
+    registry added so far for None)."""
+    if not _state["modules"]:
+        _state["modules"] = True  # before loading: a plugin that reads a registry must not recurse
+        try:
+            for spec in requested():
+                _import_module(spec)
+        except BaseException:
+            _state["modules"] = False
+            raise
+    for name in [kind] if kind is not None else list(_registries):
+        if name in _state["kinds"] or name not in _registries:
+            continue
+        _state["kinds"].add(name)
+        try:
+            for ep in sorted(entry_points(group=GROUPS[name]), key=lambda e: e.name):
+                _load_entry_point(name, ep)
+        except BaseException:
+            _state["kinds"].discard(name)
+            raise
 
 
 def _import_module(spec: str) -> None:
     if spec in _imported:
         return
-    before = _names()
+    origin = {"module": Path(spec).stem if spec.endswith(".py") else spec}
+    _importing.append(origin)
     try:
-        module = _import(spec)
+        module = import_module(spec)
     except BenchError as err:
         raise InputError(f"plugin {spec}: {err}") from None
     except Exception as err:
         missing = isinstance(err, ModuleNotFoundError) and err.name and f"{spec}.".startswith(f"{err.name}.")
         hint = " (install it, or pass its .py file)" if missing else ""
         raise InputError(f"plugin {spec} failed to import: {type(err).__name__}: {err}{hint}") from None
+    finally:
+        _importing.pop()
     _imported.add(spec)
-    origin = {"module": module.__name__, "sha256": _sha256(module)}
-    for key in sorted(_names() - before):
-        _origins[key] = origin
+    origin.update(module=module.__name__, sha256=_sha256(module))
 
 
-def _import(spec: str) -> ModuleType:
+def import_module(spec: str) -> ModuleType:
+    """Import a module by name or a ``.py`` file by path (as ``--plugin`` does)."""
     if spec.endswith(".py"):
         path = Path(spec)
         if not path.is_file():
@@ -136,72 +170,14 @@ def _load_entry_point(kind: str, ep: EntryPoint) -> None:
         obj = ep.load()
     except Exception as err:
         raise InputError(f"plugin {where} failed to import: {type(err).__name__}: {err}") from None
-    registry = _registries()[kind]
-    if registry.get(ep.name) is obj or (kind == "arch" and registry.get(ep.name, (None,))[0] is obj):
-        pass  # the module registered it itself on import
-    else:
+    registry = _registries[kind]
+    if not registry.holds(ep.name, obj):  # else the module registered it itself on import
         try:
-            {"method": _register_method, "arch": register_arch, "dataset": register_dataset}[kind](ep.name, obj)
+            registry.add(ep.name, obj)
         except BenchError as err:
             raise InputError(f"plugin {where}: {err}") from None
     _origins[(kind, ep.name)] = {"distribution": dist, "version": ep.dist.version if ep.dist else "unknown",
                                  "entry_point": ep.value}
-
-
-def _register_method(name: str, cls: Any) -> None:
-    from methods.base import Method, register
-
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise InputError(f"method {name!r} must be a subclass of methods.Method, got {reprlib.repr(cls)}")
-    register(name)(cls)
-
-
-def _taken(kind: str, name: str) -> None:
-    if name in _registries()[kind]:
-        raise InputError(f"{kind} {name!r} is already registered; give the plugin's {kind} another name")
-
-
-def register_arch(name: str, factory: Callable[[int], tuple[nn.Module, int]], description: str = "") -> None:
-    """Add an architecture: ``factory(in_channels)`` returns ``(backbone, feature_size)``."""
-    from bench.models import ARCHS
-
-    if not callable(factory):
-        raise InputError(f"arch {name!r} must be a factory function, got {reprlib.repr(factory)}")
-    _taken("arch", name)
-    summary = description or (factory.__doc__ or "").strip().split("\n")[0] or "(plugin)"
-    ARCHS[name] = (factory, summary)
-
-
-def register_dataset(name: str, loader: Any) -> None:
-    """Add a dataset: a ``bench.data.DatasetLoader`` (its ``info`` and its ``load(root)``)."""
-    from bench.data import DATASETS, LOADERS, DatasetLoader
-
-    if not isinstance(loader, DatasetLoader):
-        raise InputError(f"dataset {name!r} must be a bench.data.DatasetLoader, got {reprlib.repr(loader)}")
-    if loader.info.name != name:
-        raise InputError(f"dataset {name!r}: its DatasetInfo is named {loader.info.name!r}; use the same name")
-    _taken("dataset", name)
-    DATASETS[name] = loader.info
-    LOADERS[name] = lambda root: _checked(loader.info, loader.load(root))
-
-
-def _checked(info: Any, data: Any) -> Any:
-    """The ImageData a plugin loader returned, when it has the shapes and types its DatasetInfo promises."""
-    from bench.data import ImageData
-
-    shape = (info.channels, info.image_size, info.image_size)
-    problem = None
-    if not isinstance(data, ImageData):
-        problem = f"returned {type(data).__name__}, not bench.data.ImageData"
-    elif any(x.dtype != torch.uint8 or tuple(x.shape[1:]) != shape for x in (data.x_train, data.x_test)):
-        problem = f"images must be uint8 tensors of shape (N, {', '.join(map(str, shape))})"
-    elif any(y.dtype != torch.int64 or y.ndim != 1 for y in (data.y_train, data.y_test)):
-        problem = "labels must be 1-d int64 tensors"
-    elif len(data.classes) != info.num_classes:
-        problem = f"has {len(data.classes)} class names, its DatasetInfo says {info.num_classes} classes"
-    if problem:
-        raise BenchError(f"dataset {info.name!r} (plugin) {problem}; fix its loader")
-    return data
 
 
 def used_by(kinds_and_names: Sequence[tuple[str, str]]) -> list[dict[str, str]]:

@@ -14,19 +14,22 @@ import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from bench import store
-from bench.attacks import batch_stats_mode, eval_mode, pgd
-from bench.awp import AWPSettings, WeightPerturbation
-from bench.config import RunConfig
-from bench.data import LongTailData, train_batches
-from bench.errors import BenchError
-from bench.fold import FoldedNet, fold_batchnorm
-from bench.inference import InferenceModel
-from bench.layout import memory_format, sgd_kernel
-from bench.metrics import entropy
+from bench.core import store
+from bench.core.errors import BenchError
+from bench.core.precision import autocast, device_name, resolve_precision, with_precision
+from bench.core.progress import Progress
+from bench.data.augment import train_batches
+from bench.data.datasets import load_dataset
+from bench.data.images import ImageData
+from bench.data.longtail import LongTailData, long_tail_data
+from bench.evaluation.attacks import batch_stats_mode, eval_mode, pgd
+from bench.evaluation.metrics import entropy
 from bench.models import Net, build_model
-from bench.precision import autocast, device_name, resolve_precision, with_precision
-from bench.progress import Progress
+from bench.models.awp import AWPSettings, WeightPerturbation
+from bench.models.inference import InferenceModel
+from bench.training.config import RunConfig
+from bench.training.fold import FoldedNet, fold_batchnorm
+from bench.training.layout import memory_format, sgd_kernel
 from methods import Method, Output, get_method
 
 EPOCH_SEED_STRIDE = 1_000_003
@@ -57,6 +60,15 @@ class Trainee:
             return self.net
         self.attack_net.refresh()
         return self.attack_net
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_dataset(name: str, root: str | None) -> ImageData:
+    return load_dataset(name, root)
+
+
+def run_data(cfg: RunConfig, data_root: str | None, device: torch.device | str) -> LongTailData:
+    return long_tail_data(_cached_dataset(cfg.dataset, data_root), cfg.ur, device, cfg.test_profile)
 
 
 def build_trainee(cfg: RunConfig, data: LongTailData, device: torch.device) -> Trainee:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.evalsettings import ATTACK_KEYS
+from bench.evaluation.settings import ATTACK_KEYS
 
 #: attacks whose result depends on the step size
 STEPPED = frozenset({"pgd20", "pgd100", "cw100"})

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 import torch
 from torch import Tensor, nn
 
-from bench.errors import InputError
+from bench.core.errors import InputError
 
 PRECISIONS = ("fp32", "bf16", "auto")
 

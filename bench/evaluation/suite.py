@@ -3,42 +3,37 @@
 Every forward, clean or adversarial, goes through ``InferenceModel`` (``method.predict(net(x))``), so an
 attack differentiates exactly the logits that are evaluated; the model is in eval mode throughout.
 Each attack stores per-class counts, head/mid/tail means, the worst class and balanced robustness
-(mean per-class accuracy, TAET arXiv 2503.01924); see ``bench.metrics``.
+(mean per-class accuracy, TAET arXiv 2503.01924); see ``bench.evaluation.metrics``.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import platform
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from bench import __version__, store
-from bench.attacks import ce_loss, cw_loss, eval_mode, pgd
-from bench.data import LongTailData, stratified_first_n, to_float
-from bench.errors import BenchError, InputError, unknown_name
-from bench.evalsettings import ATTACK_KEYS, EVAL_BATCH_SIZE, SUITES, check_suite  # noqa: F401
-from bench.inference import InferenceModel
-from bench.metrics import accuracy_summary, pack_correct
-from bench.precision import device_name, with_precision
-from bench.progress import Progress
-from bench.protocol import FIELDS as PROTOCOL_FIELDS
-from bench.protocol import Block, EvalResults, MalformedResults, Protocol
+from bench import __version__
+from bench.core.errors import BenchError, InputError, unknown_name
+from bench.core.precision import device_name, with_precision
+from bench.core.progress import Progress
+from bench.data.images import to_float
+from bench.data.longtail import LongTailData, stratified_first_n
+from bench.evaluation.attacks import ce_loss, cw_loss, eval_mode, pgd
+from bench.evaluation.autoattack import AA_MAX_TARGETS, AA_MIN_CLASSES, autoattack_checks, autoattack_predictions
+from bench.evaluation.metrics import accuracy_summary, pack_correct
+from bench.evaluation.protocol import FIELDS as PROTOCOL_FIELDS
+from bench.evaluation.protocol import Block, EvalResults, MalformedResults, Protocol
+from bench.evaluation.settings import ATTACK_KEYS, EVAL_BATCH_SIZE
+from bench.models.inference import InferenceModel
 
 CW_KAPPA = 50.0
-#: AutoAttack "standard" attacks 9 target classes; a C-class model has only C - 1
-AA_MAX_TARGETS = 9
-#: APGD-T's targeted DLR loss reads the fourth-largest logit
-AA_MIN_CLASSES = 4
 #: how many test images to evaluate: a number, "all", or None for the run's configured count
 SampleCount = int | Literal["all"] | None
 SUBSET_RULE = ("first ceil(n * n_c / N) test images of class c (n_c of the N test images), in test-set order "
@@ -84,38 +79,6 @@ def attack_params(key: str, eps: float, step_size: float, num_classes: int, seed
     raise unknown_name("attack", key, list(ATTACK_KEYS))
 
 
-def _autoattack_predictions(model: InferenceModel, x: Tensor, y: Tensor, params: dict[str, Any]) -> Tensor:
-    """Labels predicted on AutoAttack's examples: the clean prediction where it is already wrong."""
-    from pyautoattack import AutoAttack  # loads only when AutoAttack runs
-
-    adversary = AutoAttack(model, eps=params["eps"], norm=params["norm"], version=params["version"],
-                           seed=params["seed"], device=x.device)
-    adversary.apgd_targeted.n_target_classes = params["n_target_classes"]
-    adversary.fab.n_target_classes = params["n_target_classes"]
-    # AutoAttack reseeds the global generators; keep them as they were for whatever runs next
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=y.numel())
-    return y_adv
-
-
-@contextmanager
-def autoattack_checks() -> Iterator[list[str]]:
-    """Collect the warnings of AutoAttack's own reliability checks (e.g. Square lowering the robust accuracy
-    that the gradient attacks left, a sign of gradient masking), which pyautoattack logs as ``auto-attack``."""
-    messages: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    logger, handler = logging.getLogger("auto-attack"), Collect(logging.WARNING)
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
-
-
 def attack_generator(key: str, seed: int, device: torch.device) -> torch.Generator:
     """The generator of attack ``key``'s random starts, drawn batch after batch over the test subset."""
     return torch.Generator(device=device).manual_seed(seed + zlib.crc32(key.encode()))
@@ -139,7 +102,7 @@ def attack_predictions(
 ) -> Tensor:
     """Labels ``model`` predicts for one batch (x float in [0, 1]) under attack ``key``."""
     if key == "aa":
-        return _autoattack_predictions(model, x, y, params)
+        return autoattack_predictions(model, x, y, params)
     x = adversarial_images(model, key, params, x, y, generator)
     with torch.no_grad():
         return model(x).argmax(1)
@@ -200,7 +163,7 @@ def evaluate(
     n: int | None,
     batch_size: int,
     record: dict[str, Any],
-    out_path: Path | None,
+    save: Callable[[dict[str, Any]], None] | None,
     progress: Progress,
     run_radius: tuple[float, float],
     precision: str = "fp32",
@@ -208,7 +171,8 @@ def evaluate(
     force: bool = False,
 ) -> dict[str, Any]:
     """Run ``attacks`` at ``eps``/``step_size`` on the stratified first-``n`` test images (all for None) and
-    keep them in ``record`` (an eval.json, see ``bench.protocol``), saving it to ``out_path`` after each attack.
+    keep them in ``record`` (an eval.json, see ``bench.evaluation.protocol``); ``save`` gets the record after
+    each attack (the runner writes it to eval.json, so a killed evaluation keeps its finished attacks).
 
     ``run_radius`` is the run's training (eps, step size), which with fp32 makes its primary protocol;
     ``settings`` (the evaluation settings asked for) are recorded as ``evaluation`` when this is it.
@@ -226,7 +190,8 @@ def evaluate(
     try:
         results = EvalResults.read(record, *run_radius)
     except MalformedResults as err:
-        raise BenchError(f"{out_path or 'eval record'}: {err}; delete it and evaluate again") from None
+        raise BenchError(f"eval record of {record.get('run_id', 'the run')}: {err}; delete its eval.json and evaluate "
+                         "again") from None
     if settings is not None and results.is_primary(asked):
         record["evaluation"] = settings
     record["subset_rule"] = SUBSET_RULE
@@ -257,8 +222,8 @@ def evaluate(
             if key == "aa":
                 done[key]["checks"] = checks
             block.put(key, done[key])
-            if out_path is not None:
-                store.write_json(out_path, results.write(record))
+            if save is not None:
+                save(results.write(record))
             progress.log(f"  {key:>6}: {summary['acc']:.2%} (tail {summary['tail']:.2%}, worst "
                          f"{summary['worst']:.2%}, {seconds:.1f} s)")
     updated = results.write(record)

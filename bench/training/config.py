@@ -2,7 +2,7 @@
 
 Each field and its default live in one line of ``RunConfig`` (the defaults are the ``quick`` preset on
 Fashion-MNIST-LT); a preset lists only what it changes. Evaluation settings (suite, test images, checkpoint,
-batch size) are not here: see ``bench.evalsettings``.
+batch size) are not here: see ``bench.evaluation.settings``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.data import AUGMENT_MODES, TEST_PROFILES, dataset_info, max_ur
-from bench.errors import BenchError, InputError, unknown_name
-from bench.evalsettings import SUITES, EvalSettings, eval_settings
+from bench.core.errors import BenchError, InputError, unknown_name
+from bench.core.precision import PRECISIONS
+from bench.data.augment import AUGMENT_MODES
+from bench.data.datasets import dataset_info
+from bench.data.longtail import TEST_PROFILES, max_ur
+from bench.evaluation.settings import SUITES, EvalSettings, eval_settings
 from bench.models import check_arch
-from bench.precision import PRECISIONS
 from methods import get_method
 
 ATTACK_BN = ("eval", "train")
@@ -106,7 +108,7 @@ class RunConfig:
     seed: int = setting(0, flag="--seed")
     #: test images of the per-epoch clean / PGD-20 numbers that pick best.pt (None: all)
     epoch_eval_n: int | None = setting(500, number(positive=True, integer=True, optional=True))
-    #: fp32 or bf16 autocast; "auto" is hashed as "auto" and resolved where the run trains (bench/precision.py)
+    #: fp32 or bf16 autocast; "auto" is hashed as "auto" and resolved where the run trains (bench/core/precision.py)
     precision: str = setting("auto", choice(*PRECISIONS))
     compile: bool = setting(False, boolean)  # torch.compile the backbone and head
     #: balanced (the official test split) or lt (the run's UR applied to the test split as well)
@@ -114,7 +116,7 @@ class RunConfig:
     #: BatchNorm while the training attack crafts: eval (running statistics) or train (batch statistics,
     #: running statistics frozen, as RobustLT's code does)
     attack_bn: str = setting("eval", choice(*ATTACK_BN), hashed_default=False)
-    #: adversarial weight perturbation around any method's outer loss (0: off; bench/awp.py)
+    #: adversarial weight perturbation around any method's outer loss (0: off; bench/models/awp.py)
     awp_gamma: float = setting(0.0, number(), hashed_default=False)
     awp_warmup: int = setting(0, number(integer=True), hashed_default=False)  # epochs without AWP
     awp_lr: float = setting(0.01, number(positive=True), hashed_default=False)  # the proxy's SGD step

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from bench.errors import BenchError
-from bench.grid.locks import LOCK_FILE, is_stale, read_lock
+from bench.core.errors import BenchError
+from bench.core.locks import LOCK_FILE, is_stale, read_lock
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -165,6 +165,14 @@ def trained_precision(run_dir: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         configured = None
     return configured if configured in ("fp32", "bf16") else "not recorded"
+
+
+def is_external(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds an outside model's evaluation (its config.json has ``external``)."""
+    try:
+        return "external" in read_json(Path(run_dir) / CONFIG_FILE)
+    except (BenchError, OSError):
+        return False
 
 
 def run_status(run_dir: Path) -> str:

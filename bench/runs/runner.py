@@ -9,39 +9,16 @@ from typing import Any
 
 import torch
 
-from bench import plugins, store
-from bench.config import RunConfig
-from bench.data import ImageData, LongTailData, load_dataset, long_tail_data
-from bench.errors import BenchError, InputError
-from bench.evalsettings import EvalSettings
-from bench.evaluate import epoch_validation, eval_record, evaluate
-from bench.inference import InferenceModel
-from bench.precision import default_device_type
-from bench.progress import Progress
-from bench.protocol import default_step
-from bench.train import build_trainee, train
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device(default_device_type())
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"device {name!r} is not available here; use --device cpu or auto")
-    return device
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_dataset(name: str, root: str | None) -> ImageData:
-    return load_dataset(name, root)
-
-
-def run_data(cfg: RunConfig, data_root: str | None, device: torch.device | str) -> LongTailData:
-    return long_tail_data(_cached_dataset(cfg.dataset, data_root), cfg.ur, device, cfg.test_profile)
+from bench.core import plugins, store
+from bench.core.errors import BenchError, InputError
+from bench.core.progress import Progress
+from bench.data.longtail import LongTailData
+from bench.evaluation.protocol import default_step
+from bench.evaluation.settings import EvalSettings
+from bench.evaluation.suite import epoch_validation, eval_record, evaluate
+from bench.models.inference import InferenceModel
+from bench.training.config import RunConfig
+from bench.training.loop import build_trainee, run_data, train
 
 
 def config_record(cfg: RunConfig, data: LongTailData) -> dict[str, Any]:
@@ -115,9 +92,9 @@ def evaluate_checkpoint(
                  f"{', '.join(evaluation.attacks)}")
     return evaluate(
         InferenceModel(net, method), data, attacks=evaluation.attacks, eps=eps, step_size=step_size,
-        seed=cfg.seed, n=evaluation.n, batch_size=evaluation.batch_size, record=record, out_path=out_path,
-        progress=progress, run_radius=(cfg.eps, cfg.step_size), precision=evaluation.precision,
-        settings=evaluation.to_dict(), force=force,
+        seed=cfg.seed, n=evaluation.n, batch_size=evaluation.batch_size, record=record,
+        save=functools.partial(store.write_json, out_path), progress=progress, run_radius=(cfg.eps, cfg.step_size),
+        precision=evaluation.precision, settings=evaluation.to_dict(), force=force,
     )
 
 

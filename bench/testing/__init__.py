@@ -8,6 +8,8 @@
 
 Everything runs on the CPU on random 3x8x8 / 3x16x16 images in seconds. Each check raises AssertionError
 naming what broke.
+
+May import: bench.core, bench.data, bench.models, methods, bench.evaluation, bench.training, bench.runs.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench import store
-from bench.attacks import pgd
-from bench.config import RunConfig, build_config
-from bench.data import ImageData, LongTailData, long_tail_data
-from bench.evaluate import epoch_validation
+from bench.core import store
+from bench.core.progress import Progress
+from bench.data.images import ImageData
+from bench.data.longtail import LongTailData, long_tail_data
+from bench.evaluation.attacks import pgd
+from bench.evaluation.suite import epoch_validation
 from bench.models.net import Net
-from bench.progress import Progress
-from bench.train import train
+from bench.training.config import RunConfig, build_config
+from bench.training.loop import train
 from methods.base import REGISTRY, Method
 
 COUNTS = [40, 20, 10, 5, 2]

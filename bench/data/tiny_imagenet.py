@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data import ImageData
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.data.images import ImageData
 
 FOLDER = "tiny-imagenet"
 NUM_CLASSES, IMAGE_SIZE = 200, 64

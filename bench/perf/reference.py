@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from bench.errors import InputError
+from bench.core.errors import InputError
 from bench.models import Net
 from methods.tail_loss import first_tail_class
 

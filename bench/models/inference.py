@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from methods.base import Method
+
+class Predictor(Protocol):
+    """What the inference path needs of a method (``methods.base.Method`` is one)."""
+
+    def predict(self, logits: Tensor) -> Tensor: ...
 
 
 class InferenceModel(nn.Module):
     """``method.predict(net(x))`` as one module, so attacks differentiate what is evaluated."""
 
-    def __init__(self, net: nn.Module, method: Method):
+    def __init__(self, net: nn.Module, method: Predictor):
         super().__init__()
         self.net = net
         self.method = method
