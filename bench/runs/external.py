@@ -222,7 +222,8 @@ def evaluate_outside_model(
     seed: int = 0, batch_size: int = EVAL_BATCH_SIZE, precision: str = "fp32", data_root: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate an outside model (as ``bench eval --model``) and return its eval.json record.
+    """Evaluate an outside model (as ``bench eval --model``) and return the results asked for: eval.json's header
+    with this evaluation's protocol (``eps``, ``n_test``, ...) and its ``attacks``.
 
     ``model``: an ``nn.Module`` taking images in [0, 1], or ``"PKG.MODULE:FACTORY"``; or None with ``arch`` and
     ``weights`` for one of ltbench's architectures. ``attacks``: a suite name (fast, paper, full) or attack
