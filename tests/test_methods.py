@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
@@ -13,6 +12,7 @@ from torch import Tensor, nn
 from bench.core.errors import InputError
 from bench.evaluation.attacks import pgd
 from bench.models.net import Net
+from bench.testing import state_round_trip, training_step
 from methods import REGISTRY, get_method
 from methods.base import Method
 from methods.rebalancing import RBLAttack
@@ -65,46 +65,10 @@ def test_summary_and_param_help(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_training_step_contract(name: str) -> None:
-    """One batch as the training core runs it: finite loss and gradients; the state survives a checkpoint."""
-    method = make(name)
-    net = tiny_net(method)
-    torch.manual_seed(1)
-    x, y = torch.rand(10, 3, 8, 8), torch.tensor([0, 1, 2, 3, 4, 4, 0, 0, 1, 4])
-    net.eval()
-    with torch.no_grad():
-        clean_logits = net(x)
-    x_adv = pgd(
-        net,
-        x,
-        y,
-        eps=EPS,
-        step_size=STEP,
-        steps=2,
-        loss_fn=lambda z, t: method.attack_loss(z, t, clean_logits),
-        start=method.attack_start,
-        generator=torch.Generator().manual_seed(0),
-    )
-    assert (x_adv - x).abs().max() <= EPS + 1e-6
-    net.train()
-    out_adv = net.forward_features(x_adv)
-    out_clean = net.forward_features(x) if method.needs_clean_output else None
-    loss = method.train_loss(out_adv, y, out_clean)
-    loss.backward()
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    grads = [p.grad for p in net.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
-    assert any(g.abs().sum() > 0 for g in grads)
-
-    method.end_epoch(torch.bincount(out_adv.logits.argmax(1), minlength=len(COUNTS)))
-    assert torch.isfinite(method.predict(clean_logits)).all()
-    buffer = io.BytesIO()
-    torch.save(method.state_dict(), buffer)
-    buffer.seek(0)
-    restored = make(name)
-    restored.load_state_dict(torch.load(buffer, weights_only=True))
-    assert restored.state_dict().keys() == method.state_dict().keys()
-    for key, value in method.state_dict().items():
-        assert torch.equal(torch.as_tensor(restored.state_dict()[key]), torch.as_tensor(value))
+    """Every built-in method passes the checks ``bench.testing`` gives plugin authors: one batch as the training
+    core runs it (finite loss and gradients, the attack inside the ball, ``predict``), and the state round trip."""
+    training_step(get_method(name))
+    state_round_trip(get_method(name))
 
 
 @pytest.mark.parametrize("name", ["pgd-at", "trades", "at-bsl", "rbl", "tail", "reat", "taet", "awp"])
