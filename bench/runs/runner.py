@@ -56,23 +56,24 @@ def run_one(
     validate = epoch_validation(data, n=cfg.epoch_eval_n, eps=cfg.eps, step_size=cfg.step_size, seed=cfg.seed,
                                 progress=progress)
     trainee = train(cfg, data, run_dir, device, progress, validate)
-    record = evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress)
-    for eps in (e for e in eval_eps if e != cfg.eps):
-        evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress, eps=eps)
+    radii = (None, *(e for e in eval_eps if e != cfg.eps))
+    record = evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress,
+                                 radii=radii)[0]
     store.mark_done(run_dir)
     return record
 
 
 def evaluate_checkpoint(
     run_dir: Path, cfg: RunConfig, data: LongTailData, net: torch.nn.Module, method: Any, evaluation: EvalSettings,
-    device: torch.device, progress: Progress, *, eps: float | None = None, step_size: float | None = None,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Load the checkpoint into ``net``/``method`` and run the attacks, keeping them in eval(-best).json.
+    device: torch.device, progress: Progress, *, radii: Sequence[float | None] = (None,),
+    step_size: float | None = None, force: bool = False,
+) -> list[dict[str, Any]]:
+    """Load the checkpoint into ``net``/``method`` once and run the attacks at each radius, keeping them in
+    eval(-best).json.
 
-    ``eps`` defaults to the run's; ``step_size`` to the run's at its own eps, else eps/4. Results already in
-    the file under the same protocol are kept (``force`` runs the asked attacks again); results under other
-    protocols are never touched. Returns the asked results (see ``evaluate``).
+    A radius of None is the run's own; ``step_size`` defaults to the run's at its own eps, else eps/4. Results
+    already in the file under the same protocol are kept (``force`` runs the asked attacks again); results
+    under other protocols are never touched. Returns the asked results per radius (see ``evaluate``).
     """
     checkpoint = evaluation.checkpoint
     state = store.load_checkpoint(run_dir / store.CKPT_DIR / f"{checkpoint}.pt", device)
@@ -85,17 +86,21 @@ def evaluate_checkpoint(
         earlier = {}
     record = {**earlier, **eval_record(store.read_json(run_dir / store.CONFIG_FILE), checkpoint, state["epoch"],
                                        device)}
-    eps = cfg.eps if eps is None else eps
-    step_size = default_step(eps, cfg.eps, cfg.step_size) if step_size is None else step_size
-    at = "" if (eps, step_size) == (cfg.eps, cfg.step_size) else f" at eps {eps:g} (step {step_size:g})"
-    progress.log(f"{cfg.run_id}: evaluating the {checkpoint} checkpoint (epoch {state['epoch'] + 1}){at}: "
-                 f"{', '.join(evaluation.attacks)}")
-    return evaluate(
-        InferenceModel(net, method), data, attacks=evaluation.attacks, eps=eps, step_size=step_size,
-        seed=cfg.seed, n=evaluation.n, batch_size=evaluation.batch_size, record=record,
-        save=functools.partial(store.write_json, out_path), progress=progress, run_radius=(cfg.eps, cfg.step_size),
-        precision=evaluation.precision, settings=evaluation.to_dict(), force=force,
-    )
+    views = []
+    for radius in radii:  # ``evaluate`` keeps ``record`` equal to the file it saves
+        eps = cfg.eps if radius is None else radius
+        step = default_step(eps, cfg.eps, cfg.step_size) if step_size is None else step_size
+        at = "" if (eps, step) == (cfg.eps, cfg.step_size) else f" at eps {eps:g} (step {step:g})"
+        progress.log(f"{cfg.run_id}: evaluating the {checkpoint} checkpoint (epoch {state['epoch'] + 1}){at}: "
+                     f"{', '.join(evaluation.attacks)}")
+        views.append(evaluate(
+            InferenceModel(net, method), data, attacks=evaluation.attacks, eps=eps, step_size=step, seed=cfg.seed,
+            n=evaluation.n, batch_size=evaluation.batch_size, record=record,
+            save=functools.partial(store.write_json, out_path), progress=progress,
+            run_radius=(cfg.eps, cfg.step_size), precision=evaluation.precision, settings=evaluation.to_dict(),
+            force=force,
+        ))
+    return views
 
 
 def earlier_settings(run_dir: Path, checkpoint: str) -> dict[str, Any]:
@@ -121,5 +126,5 @@ def evaluate_run(
         raise InputError(f"{run_dir} has no {evaluation.checkpoint} checkpoint; train it first with `bench run`")
     data = run_data(cfg, data_root, device)
     trainee = build_trainee(cfg, data, device)
-    return [evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress,
-                                eps=radius, step_size=step_size, force=force) for radius in eps]
+    return evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress,
+                               radii=eps, step_size=step_size, force=force)
