@@ -107,7 +107,7 @@ def runs_frame(runs: list[Run], results_dir: str | Path, problems: Sequence[RunP
             raise InputError(f"no usable finished runs under {results_dir}: {len(unreadable)} finished run(s) "
                              f"have unreadable records, e.g. {unreadable[0].reason}")
         raise InputError(f"no finished runs under {results_dir}; run `bench run` or `bench grid` first")
-    protocols = {r.run_id: run_protocol(r.path, r.n_test, r.attacks) for r in runs}
+    protocols = {r.run_id: run_protocol(r.path, r.n_test) for r in runs}
     labels = method_labels({r.run_id: {**r.config, **protocols[r.run_id]} for r in runs})
     rows = []
     for run in sorted(runs, key=lambda r: _run_sort_key(r, labels[r.run_id])):
