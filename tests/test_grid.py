@@ -381,6 +381,15 @@ def test_eval_eps_accepts_numbers_and_fractions():
     assert parse_grid(TINY_GRID, "t").eval_eps == ()
 
 
+def evaluate_without_training(grid_file: Path, out: Path, cifar_root: Path, suite: str) -> None:
+    """The dry run lists both finished runs as 'to evaluate'; the grid then evaluates them and trains none."""
+    plan = bench("grid", grid_file, "--out", out, "--suite", suite, "--dry-run", *TINY_FLAGS)
+    assert "2 runs: 0 already done, 2 to evaluate" in plan.output
+    second = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--suite", suite, *TINY_FLAGS)
+    assert second.exit_code == 0, second.output
+    assert second.output.count(f": {EVALUATED}") == 2 and TRAINED not in second.output
+
+
 @pytest.mark.slow
 def test_grid_adds_the_missing_attacks_of_a_finished_run_without_retraining(tmp_path, grid_file, cifar_root):
     out = tmp_path / "results"
@@ -389,11 +398,7 @@ def test_grid_adds_the_missing_attacks_of_a_finished_run_without_retraining(tmp_
     run_dirs = [out / c.run_id for c in tiny_configs()]
     checkpoints = [fingerprints(d / "ckpt") for d in run_dirs]
     fast = [json.loads((d / "eval.json").read_text())["attacks"] for d in run_dirs]
-    plan = bench("grid", grid_file, "--out", out, "--suite", "paper", "--dry-run", *TINY_FLAGS)
-    assert "2 runs: 0 already done, 2 to evaluate" in plan.output
-    second = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--suite", "paper", *TINY_FLAGS)
-    assert second.exit_code == 0, second.output
-    assert second.output.count(f": {EVALUATED}") == 2 and TRAINED not in second.output
+    evaluate_without_training(grid_file, out, cifar_root, "paper")
     for run_dir, before, stored in zip(run_dirs, checkpoints, fast, strict=True):
         attacks = json.loads((run_dir / "eval.json").read_text())["attacks"]
         assert list(attacks) == ["clean", "pgd20", "pgd100", "cw100", "aa"]
@@ -418,11 +423,7 @@ def test_grid_evaluates_every_run_at_each_radius_of_eval_eps(tmp_path, grid_file
     stored = [json.loads((d / "eval.json").read_text()) for d in run_dirs]
 
     grid_file.write_text(with_eval_eps("[0.025, 0.05]"))
-    plan = bench("grid", grid_file, "--out", out, "--suite", "fast", "--dry-run", *TINY_FLAGS)
-    assert "2 runs: 0 already done, 2 to evaluate" in plan.output
-    second = bench("grid", grid_file, "--out", out, "--data-root", cifar_root, "--suite", "fast", *TINY_FLAGS)
-    assert second.exit_code == 0, second.output
-    assert second.output.count(f": {EVALUATED}") == 2 and TRAINED not in second.output
+    evaluate_without_training(grid_file, out, cifar_root, "fast")
     for run_dir, before, earlier in zip(run_dirs, checkpoints, stored, strict=True):
         record = json.loads((run_dir / "eval.json").read_text())
         assert record["attacks"] == earlier["attacks"] and record["protocols"][0] == earlier["protocols"][0]
