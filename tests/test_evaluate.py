@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -23,6 +25,7 @@ from bench.core.progress import Progress
 from bench.data.images import to_float
 from bench.data.longtail import LongTailData
 from bench.evaluation.attacks import pgd
+from bench.evaluation.autoattack import AA_PROBE_IMAGES, aa_bytes_per_image, probe_bytes_per_image
 from bench.evaluation.metrics import accuracy_summary, class_groups, unpack_correct
 from bench.evaluation.settings import ATTACK_KEYS, SUITES
 from bench.models.inference import InferenceModel
@@ -46,13 +49,18 @@ def toy_images(counts: list[int], gen: torch.Generator, templates: Tensor) -> tu
     return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
 
 
-@pytest.fixture(scope="module")
-def data() -> LongTailData:
+def toy_data(test_per_class: int) -> LongTailData:
+    """The long-tailed toy set: ``TRAIN_COUNTS`` training images and ``test_per_class`` test images per class."""
     gen = torch.Generator().manual_seed(0)
     templates = torch.randn(C, 1, 8, 8, generator=gen).sign()
     x_train, y_train = toy_images(TRAIN_COUNTS, gen, templates)
-    x_test, y_test = toy_images([TEST_PER_CLASS] * C, gen, templates)
+    x_test, y_test = toy_images([test_per_class] * C, gen, templates)
     return LongTailData("toy", ("a", "b", "c", "d"), 7.5, x_train, y_train, x_test, y_test)
+
+
+@pytest.fixture(scope="module")
+def data() -> LongTailData:
+    return toy_data(TEST_PER_CLASS)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +163,7 @@ def test_autoattack_params_record_the_standard_version(paper: Paper) -> None:
     assert params["version"] == "standard" and params["norm"] == "Linf" and params["eps"] == EPS
     assert params["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert params["package"].startswith("pyautoattack ")
+    assert (params["chunk"], params["chunk_rule"]) == (200, "evaluation batch size")
     assert isinstance(paper[0]["attacks"]["aa"]["checks"], list)
 
 
@@ -441,10 +450,66 @@ def test_autoattack_runs_in_chunks_that_advance_the_bar(
 
     monkeypatch.setattr(ev, "attack_predictions", fake_aa)
     progress = RecordingProgress()
-    ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=None, batch_size=64,
-                record={}, save=None, progress=progress, run_radius=RUN_RADIUS)
+    record = ev.evaluate(plain(net), data, attacks=("aa",), eps=EPS, step_size=EPS / 4, seed=0, n=None,
+                         batch_size=64, record={}, save=None, progress=progress, run_radius=RUN_RADIUS)
     assert sizes == [64, 64, 32]
     assert progress.advances == [("eval aa", 64), ("eval aa", 64), ("eval aa", 32)]
+    aa = record["attacks"]["aa"]
+    assert (aa["params"]["chunk"], aa["params"]["chunk_rule"]) == (64, "evaluation batch size"), "on the CPU"
+    assert aa["batch_size"] == 64
+
+
+def test_a_stored_autoattack_result_in_other_chunks_is_reused(
+    net: nn.Module, data: LongTailData, fake_aa: list[int], tmp_path: Path
+) -> None:
+    out = tmp_path / "eval.json"
+    run_eval(plain(net), data, ("aa",), out_path=out)
+    assert fake_aa == [C * TEST_PER_CLASS]
+    stored = json.loads(out.read_text())
+    params = stored["attacks"]["aa"]["params"]
+    params.update(chunk=10_000, chunk_rule="memory probe: 0.05 MiB/image, 130.2 GiB free")
+    run_eval(plain(net), data, ("aa",), record=stored)
+    for key in ("chunk", "chunk_rule"):  # a record from before chunks: computed in chunks of its batch_size
+        del params[key]
+    run_eval(plain(net), data, ("aa",), record=stored)
+    assert fake_aa == [C * TEST_PER_CLASS], "the chunk is not a parameter of the attack"
+
+    params.update(chunk=10_000, chunk_rule="evaluation batch size", package="pyautoattack 0.1.0")
+    rerun = run_eval(plain(net), data, ("aa",), record=stored)
+    assert len(fake_aa) == 2, "another pyautoattack is another attack"
+    assert rerun["attacks"]["aa"]["params"]["chunk"] == 200
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the memory probe needs CUDA")
+def test_on_cuda_autoattack_takes_every_image_in_one_call(
+    net: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 test images of a small net: one pyautoattack call, its peak memory within the probe's estimate."""
+    device = torch.device("cuda")
+    big = toy_data(250)
+    tensors = ("x_train", "y_train", "x_test", "y_test")
+    big = dataclasses.replace(big, **{k: getattr(big, k).to(device) for k in tensors})
+    model = plain(copy.deepcopy(net).to(device))
+    model_bytes = probe_bytes_per_image(model, to_float(big.x_test[:AA_PROBE_IMAGES]))
+    assert model_bytes > 0
+    sizes: list[int] = []
+    original = ev.autoattack_predictions
+
+    def counting(model: InferenceModel, x: Tensor, y: Tensor, params: dict) -> Tensor:
+        sizes.append(y.numel())
+        return original(model, x, y, params)
+
+    monkeypatch.setattr(ev, "autoattack_predictions", counting)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    record = run_eval(model, big, ("aa",), batch_size=500)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    aa = record["attacks"]["aa"]
+    assert sizes == [1000] and aa["params"]["chunk"] == 1000 and aa["batch_size"] == 500
+    assert aa["params"]["chunk_rule"].startswith("memory probe: ")
+    assert 0 < aa["acc"] < 1
+    assert peak <= 1000 * aa_bytes_per_image(model_bytes, 8 * 8 * 4)
 
 
 def test_autoattack_checks_are_recorded_with_its_result(
@@ -462,7 +527,7 @@ def test_autoattack_checks_are_recorded_with_its_result(
     monkeypatch.setattr(ev, "autoattack_predictions", fake_aa)
     record = ev.evaluate(plain(net), data, attacks=("clean", "aa"), eps=EPS, step_size=EPS / 4, seed=0, n=None,
                          batch_size=100, record={}, save=None, progress=QUIET, run_radius=RUN_RADIUS)
-    assert record["attacks"]["aa"]["checks"] == [warning, warning]  # one per batch of 100 of the 160 images
+    assert record["attacks"]["aa"]["checks"] == [warning, warning]  # one per chunk of 100 of the 160 images
     assert "checks" not in record["attacks"]["clean"]
     assert logger.handlers == handlers
 

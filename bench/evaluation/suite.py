@@ -26,7 +26,14 @@ from bench.core.progress import Progress
 from bench.data.images import to_float
 from bench.data.longtail import LongTailData, stratified_first_n
 from bench.evaluation.attacks import ce_loss, cw_loss, eval_mode, pgd
-from bench.evaluation.autoattack import AA_MAX_TARGETS, AA_MIN_CLASSES, autoattack_checks, autoattack_predictions
+from bench.evaluation.autoattack import (
+    AA_MAX_TARGETS,
+    AA_MIN_CLASSES,
+    CHUNK_KEYS,
+    aa_chunk,
+    autoattack_checks,
+    autoattack_predictions,
+)
 from bench.evaluation.metrics import accuracy_summary, pack_correct
 from bench.evaluation.protocol import FIELDS as PROTOCOL_FIELDS
 from bench.evaluation.protocol import Block, EvalResults, MalformedResults, Protocol
@@ -117,7 +124,8 @@ def _rerun_reason(stored: dict[str, Any] | None, wanted: dict[str, Any], totals:
                  force: bool) -> str | None:
     """Why a requested attack runs although its protocol may hold a result (None: reuse the stored one).
 
-    A stored result without per-image results (``correct_bits``, older records) runs again.
+    AutoAttack's chunk (``CHUNK_KEYS``) is not compared: a result in other chunks is the same attack up to its
+    random draws. A stored result without per-image results (``correct_bits``, older records) runs again.
     """
     if stored is None:
         return "missing"
@@ -125,7 +133,7 @@ def _rerun_reason(stored: dict[str, Any] | None, wanted: dict[str, Any], totals:
         return "--force"
     if stored.get("per_class_total") != totals:
         return "other test images"
-    if stored.get("params") != wanted:
+    if {k: v for k, v in (stored.get("params") or {}).items() if k not in CHUNK_KEYS} != wanted:
         return "other parameters"
     if "correct_bits" not in stored:
         return "no per-image results"
@@ -138,8 +146,8 @@ def run_attack(
 ) -> Tensor:
     """Predicted labels for every image under attack ``key``, batch by batch with a progress bar.
 
-    AutoAttack also runs batch by batch (pyautoattack would otherwise take every image in one call),
-    so its bar advances; each batch gets the full standard attack.
+    For AutoAttack ``batch_size`` is its chunk (``aa_chunk``): one pyautoattack call per chunk, each the full
+    standard attack, and the bar advances per chunk.
     """
     generator = attack_generator(key, seed, y_all.device)
     task = progress.task(f"eval {key}", total=y_all.numel(), transient=True)
@@ -212,13 +220,16 @@ def evaluate(
             if stored is not None:
                 progress.log(f"  {key:>6}: replacing the stored result ({reason})")
             began = time.perf_counter()
+            params, chunk = wanted, batch_size
+            if key == "aa":
+                chunk, rule = aa_chunk(model, x_all, batch_size)
+                params = {**wanted, "chunk": chunk, "chunk_rule": rule}
             with autoattack_checks() as checks:
-                pred = run_attack(model, key, wanted, x_all, y_all, seed=seed, batch_size=batch_size,
-                                  progress=progress)
+                pred = run_attack(model, key, params, x_all, y_all, seed=seed, batch_size=chunk, progress=progress)
             summary = accuracy_summary(pred, y_all, data.class_counts)
             seconds = time.perf_counter() - began
             done[key] = {**summary, "correct_bits": pack_correct(pred == y_all, y_all), "seconds": seconds,
-                         "params": wanted, "batch_size": batch_size, "device": device_name(y_all.device)}
+                         "params": params, "batch_size": batch_size, "device": device_name(y_all.device)}
             if key == "aa":
                 done[key]["checks"] = checks
             block.put(key, done[key])
