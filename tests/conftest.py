@@ -13,31 +13,12 @@ import torch
 from slurm_cluster import SlurmCluster, missing_programs
 
 from bench.core.progress import Progress
+from bench.data.cifar import write_synthetic_cifar10
 from bench.data.datasets import load_dataset
 from bench.data.longtail import LongTailData, long_tail_data
 from bench.evaluation.suite import epoch_validation
 from bench.training.config import RunConfig
 from bench.training.loop import Trainee, train
-
-
-def write_cifar10(root: Path, train_per_class: int = 20, test_per_class: int = 10, seed: int = 0) -> Path:
-    """A CIFAR-10 folder in torchvision's python-pickle layout with random images."""
-    rng = np.random.RandomState(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    labels = np.repeat(np.arange(10), train_per_class)
-    rng.shuffle(labels)
-    images = rng.randint(0, 256, size=(labels.size, 3072), dtype=np.uint8)
-    for i, part in enumerate(np.array_split(np.arange(labels.size), 5), start=1):
-        with open(folder / f"data_batch_{i}", "wb") as fh:
-            pickle.dump({"data": images[part], "labels": labels[part].tolist()}, fh)
-    test_labels = np.tile(np.arange(10), test_per_class)
-    with open(folder / "test_batch", "wb") as fh:
-        pickle.dump({"data": rng.randint(0, 256, size=(test_labels.size, 3072), dtype=np.uint8),
-                     "labels": test_labels.tolist()}, fh)
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": [f"class{c}" for c in range(10)]}, fh)
-    return root
 
 
 def write_cifar100(root: Path, train_per_class: int = 5, test_per_class: int = 2, seed: int = 0) -> Path:
@@ -68,7 +49,7 @@ def one_thread() -> Iterator[None]:
 def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root holding tiny CIFAR-10 and CIFAR-100 datasets."""
     root = tmp_path_factory.mktemp("data")
-    write_cifar10(root)
+    write_synthetic_cifar10(root, train_per_class=20, test_per_class=10)
     write_cifar100(root)
     return root
 

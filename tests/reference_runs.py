@@ -20,12 +20,10 @@ import numpy as np
 import torch
 
 from bench.core.progress import Progress
+from bench.data.cifar import write_synthetic_cifar10
 from bench.evaluation.settings import eval_settings
 from bench.runs.runner import run_one
 from bench.training.config import build_config
-
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import write_cifar10  # noqa: E402
 
 METHODS = ("pgd-at", "reat")
 FIELDS = {"epochs": 3, "steps": 2, "batch_size": 32, "epoch_eval_n": 50, "lr": 0.05, "precision": "fp32"}
@@ -35,7 +33,7 @@ NUMBERS = ("acc", "per_class_correct", "per_class_total", "head", "mid", "tail",
 
 def write_learnable_cifar10(root: Path) -> None:
     """The tiny CIFAR-10 fixture with images whose brightness depends on the class, so models learn."""
-    folder = write_cifar10(root, train_per_class=40, test_per_class=10) / "cifar-10-batches-py"
+    folder = write_synthetic_cifar10(root, train_per_class=40, test_per_class=10) / "cifar-10-batches-py"
     rng = np.random.RandomState(1)
     for path in folder.glob("*_batch*"):
         batch = pickle.loads(path.read_bytes())

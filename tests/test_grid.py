@@ -22,10 +22,17 @@ from bench.core.errors import BenchError, InputError
 from bench.core.progress import Progress
 from bench.core.store import run_status
 from bench.evaluation.settings import eval_settings
-from bench.grid.executors import cpu_threads, run_local, worker_device
+from bench.grid.executors import (
+    CUDA_WORKERS_CAP,
+    choose_cpu_workers,
+    choose_cuda_workers,
+    cpu_threads,
+    run_local,
+    worker_device,
+)
 from bench.grid.slurm import SlurmOptions, SlurmRun, job_cpus, parse_options, run_slurm
 from bench.grid.spec import expand, load_grid, parse_grid
-from bench.grid.task import DONE_EARLIER, EVALUATED, LOCKED, TRAINED, RunTask, execute, missing_results
+from bench.grid.task import DONE_EARLIER, EVALUATED, LOCKED, TRAINED, RunResult, RunTask, execute, missing_results
 from bench.training.config import build_config
 
 #: a run of the tiny grid takes a second or two: one epoch, PGD-1 training, 10 test images
@@ -534,6 +541,50 @@ def test_local_worker_devices_and_threads():
     assert all(1 <= cpu_threads(n) and (n > cores or n * cpu_threads(n) <= cores) for n in (1, 2, 3, 64))
     with pytest.raises(InputError):
         run_local([], 0, print)
+
+
+@pytest.mark.parametrize(("cores", "runs", "workers", "threads"), [(16, 100, 16, 1), (16, 3, 3, 5), (2, None, 2, 1),
+                                                                  (1, 8, 1, 1)])
+def test_auto_workers_on_a_cpu_is_one_per_core(cores, runs, workers, threads):
+    choice = choose_cpu_workers(cores, runs)
+    assert choice.workers == workers and cpu_threads(workers, cores) == threads
+    assert f"one worker per core, {cores} cores" in choice.reason
+    assert f"; {threads} torch thread{'s' * (threads > 1)} each)" in choice.reason
+
+
+@pytest.mark.parametrize(("free_gib", "devices", "runs", "workers", "says"), [
+    (139, 1, 100, 4, "139.0 GiB free / 8 GiB per run = 17, capped at 4 per device"),  # an H200: the cap binds
+    (20, 1, 100, 2, "20.0 GiB free / 8 GiB per run = 2)"),  # memory binds
+    (4, 1, 10, 1, "= 0, but at least 1"),
+    (80, 2, 100, 8, "80.0 GiB free on each of 2 devices"),  # 4 per device, dealt round the devices
+    (80, 2, 5, 5, "capped at the 5 runs to do"),
+])
+def test_auto_workers_on_cuda_from_free_memory_and_the_cap(free_gib, devices, runs, workers, says):
+    assert CUDA_WORKERS_CAP == 4
+    choice = choose_cuda_workers(free_gib * 1024, devices, runs, run_mib=8192)
+    assert choice.workers == workers and says in choice.reason, choice.reason
+
+
+def test_auto_workers_takes_the_per_run_estimate_and_cap_given():
+    assert choose_cuda_workers(48 * 1024, 1, None, run_mib=4096, cap=16).workers == 12
+
+
+def test_grid_accepts_workers_auto_and_logs_the_choice(tmp_path, grid_file, cifar_root, monkeypatch):
+    used = []
+
+    def fake_run_local(tasks, workers, report):
+        used.append(workers)
+        return [RunResult(task.config.run_id, TRAINED) for task in tasks]
+
+    monkeypatch.setattr("bench.grid.executors.cpu_cores", lambda: 3)
+    monkeypatch.setattr("bench.cli.execute.run_local", fake_run_local)
+    result = bench("grid", grid_file, "--out", tmp_path, "--data-root", cifar_root, "--workers", "auto", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert used == [2]
+    assert "--workers auto: 2 (cpu: one worker per core, 3 cores, capped at the 2 runs to do; 1 torch thread " \
+           "each)" in result.output
+    bad = bench("grid", grid_file, "--out", tmp_path, "--workers", "many", "--dry-run")
+    assert bad.exit_code == 2 and "--workers takes a number of workers >= 1 or auto, got 'many'" in bad.output
 
 
 # --- report ----------------------------------------------------------------------------------------------

@@ -1,14 +1,22 @@
-"""`bench perf`: the reference loop computes the same step as the real core, and the command prints ratios."""
+"""`bench perf`: the reference loop computes the same step as the real core, and the command prints ratios, the
+evaluator's rate per attack (--eval) and runs per hour against local workers (--packing)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import Tensor
 
+import bench.evaluation.suite as ev
 from bench.cli import main
+from bench.data.cifar import write_synthetic_cifar10
+from bench.data.datasets import load_dataset
 from bench.data.images import to_float
-from bench.perf.benchmark import reference_loop, synthetic_data
+from bench.grid.packing import PackingProtocol
+from bench.models.inference import InferenceModel
+from bench.perf.benchmark import eval_throughput, reference_loop, synthetic_data, untrained_model
 from bench.perf.reference import PerImageDataset, tail_per_anchor_loop
 from bench.training.config import build_config
 from bench.training.loop import EpochStats, build_trainee, train_step
@@ -76,3 +84,97 @@ def test_synthetic_test_set_has_the_asked_images() -> None:
     counts = torch.bincount(data.y_test, minlength=10)
     assert data.y_test.numel() >= 1203 and bool((counts == counts[0]).all())
     assert data.x_test.shape[0] == data.y_test.numel()
+
+
+#: `bench perf` on one tiny batch (the training step part of every --eval test)
+TINY_STEP = ["perf", "--batches", "1", "--batch-size", "8", "--preset", "smoke", "--precision", "fp32", "--json"]
+
+
+def test_eval_times_each_attack_through_the_evaluator():
+    args = [*TINY_STEP, "--synthetic", "--eval", "--eval-attacks", "pgd20,cw100", "--eval-images", "4"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    block = record["eval"]
+    assert list(block["attacks"]) == ["pgd20", "cw100"] and block["images"] == 10  # stratified: ceil(4/10) a class
+    assert block["model"].startswith("the untrained cnn-small") and 0 <= block["clean_acc"] <= 1
+    for timing in block["attacks"].values():
+        assert timing["images_per_s"] > 0 and timing["seconds"] > 0 and timing["attacked"] == block["images"]
+    assert record["pgd20_images_per_s"] == block["attacks"]["pgd20"]["images_per_s"]
+
+
+def test_eval_needs_test_images():
+    result = CliRunner().invoke(main, [*TINY_STEP, "--synthetic", "--eval", "--eval-images", "0"])
+    assert result.exit_code != 0 and "--eval-images" in result.output
+
+
+def test_autoattack_rate_counts_the_images_it_attacks(tiny_data, monkeypatch):
+    """AutoAttack attacks only the clean-correct images: ``attacked`` is their number (AutoAttack faked)."""
+    seen: list[int] = []
+
+    def every_image_wrong(model: InferenceModel, x: Tensor, y: Tensor, params: dict) -> Tensor:
+        seen.append(y.numel())
+        return (y + 1) % 10
+
+    monkeypatch.setattr(ev, "autoattack_predictions", every_image_wrong)
+    cfg = build_config(method="pgd-at", dataset="cifar10", ur=10, preset="smoke")
+    model = untrained_model(cfg, tiny_data, torch.device("cpu"))
+    block = eval_throughput(model, tiny_data, ("aa",), 20, eps=cfg.eps, step_size=cfg.step_size, seed=0,
+                            source="untrained")
+    correct = round(block["clean_acc"] * 20)
+    aa = block["attacks"]["aa"]
+    assert aa["attacked"] == correct and aa["acc"] == 0.0 and aa["images"] == 20 and aa["images_per_s"] > 0
+    assert seen == [16, 20], "one warm-up call, then the timed one over every image"
+
+
+@pytest.mark.slow
+def test_eval_run_times_a_finished_run(tmp_path, tiny_args, cifar_root):
+    out = tmp_path / "results"
+    trained = CliRunner().invoke(main, ["run", "--methods", "pgd-at", "--out", str(out), *tiny_args])
+    assert trained.exit_code == 0, trained.output
+    (run_dir,) = out.iterdir()
+    args = [*TINY_STEP, "--eval-run", str(run_dir), "--eval-attacks", "pgd20", "--eval-images", "10",
+            "--data-root", str(cifar_root)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["method"] == "pgd-at" and record["dataset"] == "cifar10"
+    assert record["eval"]["model"] == f"run {run_dir.name}, last checkpoint (epoch 1)"
+    assert record["eval"]["attacks"]["pgd20"]["images_per_s"] > 0
+    synthetic = CliRunner().invoke(main, [*args, "--synthetic"])
+    assert synthetic.exit_code != 0 and "drop --synthetic" in synthetic.output
+
+
+@pytest.mark.slow
+def test_packing_measures_runs_per_hour(cifar_root):
+    args = ["perf", "--packing", "--workers", "1,2", "--packing-runs-per-worker", "1", "--packing-preset", "smoke",
+            "--packing-epochs", "1", "--method", "pgd-at", "--dataset", "cifar10", "--ur", "10",
+            "--data-root", str(cifar_root), "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)["packing"]
+    assert [(r["workers"], r["runs"]) for r in record["results"]] == [(1, 1), (2, 2)]
+    assert all(r["runs_per_hour"] > 0 and r["seconds"] > 0 for r in record["results"])
+    assert record["results"][0]["speedup"] == 1.0 and record["baseline_workers"] == 1
+
+
+def test_packing_runs_have_distinct_seeds_and_the_asked_protocol():
+    protocol = PackingProtocol("pgd-at", "cnn-small", "cifar10", 10, "quick", epochs=2, suite="fast")
+    configs = protocol.configs(3)
+    assert [c.seed for c in configs] == [0, 1, 2] and len({c.run_id for c in configs}) == 3
+    assert all(c.epochs == 2 and c.preset == "quick" for c in configs)
+    assert protocol.evaluation().attacks == ("clean", "pgd20") and protocol.evaluation().n == 1000
+
+
+def test_packing_synthetic_needs_cifar10():
+    result = CliRunner().invoke(main, ["perf", "--packing", "--synthetic", "--dataset", "fashion-mnist"])
+    assert result.exit_code != 0 and "--dataset cifar10" in result.output
+
+
+def test_synthetic_cifar10_files_load_through_the_real_loader(tmp_path: Path):
+    root = write_synthetic_cifar10(tmp_path, train_per_class=3, test_per_class=2, seed=1)
+    assert sorted(p.name for p in (root / "cifar-10-batches-py").iterdir()) == [
+        "batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+    data = load_dataset("cifar10", root, download=False)
+    assert data.x_train.shape == (30, 3, 32, 32) and data.x_test.shape == (20, 3, 32, 32)
+    assert data.x_train.dtype == torch.uint8 and torch.bincount(data.y_train).tolist() == [3] * 10

@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.core import plugins as plugin_modules
 from bench.core import store
+from bench.grid.executors import Workers
 from bench.runs.external import evaluate_outside_model as evaluate
 
 __all__ = ["evaluate", "load_results", "run"]
@@ -28,10 +29,10 @@ def run(
     methods: str | Sequence[str] = "pgd-at", *, dataset: str = "fashion-mnist", ur: float = 100,
     arch: str = "cnn-small", preset: str = "quick", seed: int = 0, settings: Mapping[str, Any] | None = None,
     suite: str | None = None, eval_n: int | str | None = None, out: str | Path = "results", force: bool = False,
-    device: str = "auto", data_root: str | None = None, workers: int = 1, plugins: Iterable[str] = (),
+    device: str = "auto", data_root: str | None = None, workers: Workers = 1, plugins: Iterable[str] = (),
     progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Train and evaluate ``methods`` (as ``bench run``; ``workers`` > 1 as ``bench grid --workers``).
+    """Train and evaluate ``methods`` (as ``bench run``; ``workers`` > 1 or ``"auto"`` as ``bench grid --workers``).
 
     ``settings``: config fields and method parameters as ``--set`` takes them, e.g. ``{"epochs": 2,
     "reat.variant": "paper"}``; ``plugins``: modules or .py files as ``--plugin``. Finished runs are not

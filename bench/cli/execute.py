@@ -15,7 +15,7 @@ from bench.core import store
 from bench.core.device import resolve_device
 from bench.core.errors import BenchError, InputError
 from bench.evaluation.settings import EvalSettings
-from bench.grid.executors import Report, run_local
+from bench.grid.executors import Report, Workers, resolve_workers, run_local
 from bench.grid.slurm import SlurmOptions, run_slurm
 from bench.grid.task import (
     DONE_EARLIER,
@@ -89,7 +89,7 @@ def check_results_dir(out: Path) -> None:
 
 def execute_grid(
     configs: Sequence[RunConfig], evaluation: EvalSettings, out: Path, *, source: str, force: bool, wait: bool,
-    device: str, data_root: str | None, progress: bool, executor: str = "local", workers: int = 1,
+    device: str, data_root: str | None, progress: bool, executor: str = "local", workers: Workers = 1,
     slurm: SlurmOptions | None = None, cluster: str = "slurm", eval_eps: Sequence[float] = (),
 ) -> dict[str, RunResult]:
     """Run ``configs`` (skipping finished ones unless ``force``; evaluating finished ones at the radii of
@@ -114,8 +114,11 @@ def execute_grid(
     report = reporter(len(tasks), Console(stderr=True, width=WIDTH))
     if executor == "slurm":
         ran = run_slurm(tasks, out, slurm or SlurmOptions(), report, console.print, cluster=cluster) if tasks else []
-    else:
+    elif tasks:
+        workers = resolve_workers(workers, device, len(tasks), lambda line: console.print(line, highlight=False))
         ran = run_local(tasks, workers, report)
+    else:
+        ran = []
     results |= {res.run_id: res for res in ran}
     console.print(summary_table(configs, results, out))
     failed = [res for res in results.values() if res.status == FAILED]

@@ -12,8 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench.cli.execute import STYLE, WIDTH, check_results_dir, execute_grid, grid_statuses, overview
-from bench.cli.options import parse_settings, training_options
+from bench.cli.options import WorkersParam, parse_settings, training_options
 from bench.core.errors import InputError
+from bench.grid.executors import Workers
 from bench.grid.slurm import SlurmOptions, job_states, parse_options
 from bench.grid.spec import changed_params, expand, load_grid
 from bench.training.config import RunConfig
@@ -40,8 +41,9 @@ def plan_table(configs: Sequence[RunConfig], statuses: dict[str, str], jobs: dic
 @click.option("--preset", default=None, help="override the file's preset for every run (e.g. smoke)")
 @training_options
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="local worker processes (each trains its runs one after another on one device)")
+@click.option("--workers", type=WorkersParam(), default="1", show_default=True,
+              help="local worker processes (each trains its runs one after another on one device); auto: one "
+                   "per core on a CPU; on CUDA from free memory, at most CUDA_WORKERS_CAP (docs/performance.md)")
 @click.option("--partition", default=None, help="SLURM partition [grid file [slurm] partition]")
 @click.option("--time", "time_min", type=int, default=None, help="SLURM time limit per run in minutes [1440]")
 @click.option("--gpus", type=int, default=None, help="GPUs per SLURM job [1]")
@@ -59,7 +61,7 @@ def plan_table(configs: Sequence[RunConfig], statuses: dict[str, str], jobs: dic
               help="submitit backend of --executor slurm; local and debug run the same jobs on this machine")
 def command(grid: str, dry_run: bool, preset: str | None, settings: tuple[str, ...], suite: str | None,
             eval_n: str | None, out: Path, force: bool, wait: bool, device: str, data_root: str | None,
-            progress: bool, executor: str, workers: int, partition: str | None, time_min: int | None,
+            progress: bool, executor: str, workers: Workers, partition: str | None, time_min: int | None,
             gpus: int | None, cpus: int | None, array_parallelism: int | None, mem: str | None, account: str | None,
             qos: str | None, constraint: str | None, slurm_options: tuple[str, ...], max_retries: int | None,
             cluster: str) -> None:

@@ -10,6 +10,7 @@ import click
 
 from bench.core.errors import InputError
 from bench.evaluation.settings import SUITES, check_count
+from bench.grid.executors import Workers
 from bench.grid.spec import split_settings
 from bench.training.config import parse_value
 
@@ -64,3 +65,30 @@ def parse_n(ctx: click.Context, param: click.Parameter, value: str | None) -> in
         return check_count(value, "--n")
     except InputError as err:
         raise click.BadParameter(f"expected a positive number of test images or 'all', got {value!r}") from err
+
+
+def parse_workers(text: str) -> Workers:
+    """A number of local workers (>= 1) or ``auto``."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        workers = int(text)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise InputError(f"--workers takes a number of workers >= 1 or auto, got {text!r}")
+    return workers
+
+
+class WorkersParam(click.ParamType):
+    """``--workers N|auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Workers:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_workers(str(value))
+        except InputError as err:
+            self.fail(str(err), param, ctx)

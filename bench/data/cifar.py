@@ -27,6 +27,28 @@ CIFAR_LAYOUT = {
 }
 
 
+def write_synthetic_cifar10(root: Path, train_per_class: int = 5000, test_per_class: int = 1000,
+                            seed: int = 0) -> Path:
+    """Random CIFAR-10 images in torchvision's python-pickle layout under ``root/cifar-10-batches-py`` (the
+    real sizes by default), so that ``load_cifar`` reads them as CIFAR-10; returns ``root``."""
+    rng = np.random.RandomState(seed)
+    folder = root / CIFAR_LAYOUT["cifar10"][0]
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.repeat(np.arange(10), train_per_class)
+    rng.shuffle(labels)
+    images = rng.randint(0, 256, size=(labels.size, 3072), dtype=np.uint8)
+    for i, part in enumerate(np.array_split(np.arange(labels.size), 5), start=1):
+        with open(folder / f"data_batch_{i}", "wb") as fh:
+            pickle.dump({"data": images[part], "labels": labels[part].tolist()}, fh)
+    test_labels = np.tile(np.arange(10), test_per_class)
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump({"data": rng.randint(0, 256, size=(test_labels.size, 3072), dtype=np.uint8),
+                     "labels": test_labels.tolist()}, fh)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": [f"class{c}" for c in range(10)]}, fh)
+    return root
+
+
 def _fetch_cifar(name: str, root: Path) -> None:
     """Download through torchvision; a failure becomes a one-line error naming the fix."""
     from torchvision import datasets

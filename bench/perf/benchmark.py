@@ -13,7 +13,7 @@ import math
 import platform
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ from bench.core.precision import resolve_precision
 from bench.core.progress import Progress
 from bench.data.augment import augment, train_batches
 from bench.data.datasets import dataset_info
-from bench.data.longtail import LongTailData, long_tail_counts
+from bench.data.longtail import LongTailData, long_tail_counts, stratified_first_n
+from bench.evaluation.attacks import eval_mode
 from bench.evaluation.settings import EVAL_BATCH_SIZE
-from bench.evaluation.suite import attack_params, run_attack
+from bench.evaluation.suite import attack_params, check_attacks, run_attack
 from bench.models.inference import InferenceModel
 from bench.perf.reference import ReferenceLoop, reference_loader
 from bench.training.config import RunConfig, build_config
@@ -34,6 +35,8 @@ from bench.training.loop import EpochStats, build_trainee, train_step
 
 #: training images per class before the long-tailed profile is applied (synthetic data)
 SYNTHETIC_N_MAX = 5000
+#: test images each attack of ``eval_throughput`` runs on once before it is timed (imports, kernels, caches)
+EVAL_WARMUP_IMAGES = 16
 
 
 def synthetic_data(dataset: str, ur: float, device: torch.device, seed: int = 0,
@@ -155,15 +158,58 @@ def interleaved(device: torch.device, loops: dict[str, Iterator[int]]) -> dict[s
 
 
 def time_pgd20(cfg: RunConfig, data: LongTailData, device: torch.device, n_images: int) -> float:
-    """The evaluator's PGD-20 (fp32, eval mode, batches of EVAL_BATCH_SIZE) in images/s."""
-    trainee = build_trainee(cfg, data, device)
-    model = InferenceModel(trainee.net, trainee.method).eval()
+    """The evaluator's PGD-20 (fp32, eval mode, batches of EVAL_BATCH_SIZE) in images/s, warmed up on the same
+    images."""
+    model = untrained_model(cfg, data, device).eval()
     x, y = data.x_test[:n_images], data.y_test[:n_images]
-    params = attack_params("pgd20", cfg.eps, cfg.step_size, data.num_classes, cfg.seed)
-    attack = lambda: run_attack(model, "pgd20", params, x, y, seed=cfg.seed,  # noqa: E731
-                                batch_size=EVAL_BATCH_SIZE, progress=Progress(False))
-    attack()  # warm-up
-    return y.numel() / _timed(device, attack)
+    timing = time_attack(model, "pgd20", x, y, eps=cfg.eps, step_size=cfg.step_size, num_classes=data.num_classes,
+                         seed=cfg.seed, warmup_images=n_images)
+    return timing["images_per_s"]
+
+
+def untrained_model(cfg: RunConfig, data: LongTailData, device: torch.device) -> InferenceModel:
+    """``cfg``'s model with its initial weights, as the evaluator sees it."""
+    trainee = build_trainee(cfg, data, device)
+    return InferenceModel(trainee.net, trainee.method)
+
+
+def time_attack(model: InferenceModel, key: str, x: Tensor, y: Tensor, *, eps: float, step_size: float,
+                num_classes: int, seed: int, warmup_images: int = EVAL_WARMUP_IMAGES) -> dict[str, Any]:
+    """Attack ``key`` through the evaluator's ``run_attack`` (batches of EVAL_BATCH_SIZE) on ``x, y``, after one
+    warm-up call on the first ``warmup_images``: images/s, seconds, warm-up seconds, peak memory (MiB) and the
+    accuracy under the attack."""
+    device = y.device
+    params = attack_params(key, eps, step_size, num_classes, seed)
+
+    def attack(n: int) -> Tensor:
+        return run_attack(model, key, params, x[:n], y[:n], seed=seed, batch_size=EVAL_BATCH_SIZE,
+                          progress=Progress(False))
+
+    warmup = _timed(device, lambda: attack(warmup_images))
+    _reset_peak_memory(device)
+    preds: list[Tensor] = []
+    seconds = _timed(device, lambda: preds.append(attack(y.numel())))
+    return {"images": y.numel(), "seconds": seconds, "images_per_s": y.numel() / seconds, "warmup_seconds": warmup,
+            "peak_mib": peak_memory_mib(device), "acc": (preds[0] == y).float().mean().item()}
+
+
+def eval_throughput(model: InferenceModel, data: LongTailData, attacks: Sequence[str], n_images: int, *,
+                    eps: float, step_size: float, seed: int, source: str) -> dict[str, Any]:
+    """The evaluator's rate per attack (fp32, eval mode) on the stratified first ``n_images`` test images, with
+    the clean accuracy there: AutoAttack attacks only the images the model classifies correctly (``attacked``),
+    so its cost depends on the model (``source`` says which); the other attacks attack every image."""
+    check_attacks(attacks, data.num_classes)
+    idx = stratified_first_n(data.y_test, n_images, data.num_classes)
+    x, y = data.x_test[idx], data.y_test[idx]
+    with eval_mode(model):
+        clean = run_attack(model, "clean", {}, x, y, seed=seed, batch_size=EVAL_BATCH_SIZE, progress=Progress(False))
+        correct = int((clean == y).sum())
+        timed = {key: time_attack(model, key, x, y, eps=eps, step_size=step_size, num_classes=data.num_classes,
+                                  seed=seed) for key in attacks}
+    for key, timing in timed.items():
+        timing["attacked"] = correct if key == "aa" else 0 if key == "clean" else y.numel()
+    return {"model": source, "images": y.numel(), "clean_acc": correct / y.numel(), "precision": "fp32",
+            "batch_size": EVAL_BATCH_SIZE, "eps": eps, "step_size": step_size, "attacks": timed}
 
 
 def augmentation_rate(data: LongTailData, mode: str, batch_size: int, batches: int) -> float:

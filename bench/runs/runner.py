@@ -63,6 +63,15 @@ def run_one(
     return record
 
 
+def load_weights(run_dir: Path, checkpoint: str, net: torch.nn.Module, method: Any,
+                 device: torch.device) -> dict[str, Any]:
+    """Load the run's ``checkpoint`` (last or best) into ``net`` and ``method``; returns the checkpoint."""
+    state = store.load_checkpoint(run_dir / store.CKPT_DIR / f"{checkpoint}.pt", device)
+    net.load_state_dict(state["model"])
+    method.load_state_dict(state["method"])
+    return state
+
+
 def evaluate_checkpoint(
     run_dir: Path, cfg: RunConfig, data: LongTailData, net: torch.nn.Module, method: Any, evaluation: EvalSettings,
     device: torch.device, progress: Progress, *, radii: Sequence[float | None] = (None,),
@@ -76,9 +85,7 @@ def evaluate_checkpoint(
     under other protocols are never touched. Returns the asked results per radius (see ``evaluate``).
     """
     checkpoint = evaluation.checkpoint
-    state = store.load_checkpoint(run_dir / store.CKPT_DIR / f"{checkpoint}.pt", device)
-    net.load_state_dict(state["model"])
-    method.load_state_dict(state["method"])
+    state = load_weights(run_dir, checkpoint, net, method, device)
     out_path = run_dir / store.eval_file(checkpoint)
     earlier = store.read_json(out_path) if out_path.exists() else {}
     if (earlier.get("attacks") or earlier.get("protocols")) and earlier.get("epoch") != state["epoch"]:
@@ -112,6 +119,27 @@ def earlier_settings(run_dir: Path, checkpoint: str) -> dict[str, Any]:
     return recorded if isinstance(recorded, dict) else {}
 
 
+def trained_config(run_dir: Path, checkpoint: str) -> RunConfig:
+    """The config of a run folder that holds ``checkpoint``; InputError naming the fix when it is not one."""
+    if not (run_dir / store.CONFIG_FILE).exists():
+        raise InputError(f"{run_dir} is not a run folder (no {store.CONFIG_FILE}); pass results/<run_id>")
+    cfg = read_config(run_dir)
+    if not (run_dir / store.CKPT_DIR / f"{checkpoint}.pt").exists():
+        raise InputError(f"{run_dir} has no {checkpoint} checkpoint; train it first with `bench run`")
+    return cfg
+
+
+def trained_model(run_dir: Path, checkpoint: str, *, data_root: str | None,
+                  device: torch.device) -> tuple[RunConfig, LongTailData, InferenceModel, int]:
+    """A finished run's config, data and model with ``checkpoint`` loaded, and the checkpoint's epoch."""
+    run_dir = Path(run_dir)
+    cfg = trained_config(run_dir, checkpoint)
+    data = run_data(cfg, data_root, device)
+    trainee = build_trainee(cfg, data, device)
+    state = load_weights(run_dir, checkpoint, trainee.net, trainee.method, device)
+    return cfg, data, InferenceModel(trainee.net, trainee.method), state["epoch"]
+
+
 def evaluate_run(
     run_dir: Path, evaluation: EvalSettings, *, data_root: str | None, device: torch.device, progress: Progress,
     eps: Sequence[float | None] = (None,), step_size: float | None = None, force: bool = False,
@@ -119,11 +147,7 @@ def evaluate_run(
     """``bench eval`` of one trained run (the caller holds its lock): the attacks at each radius of ``eps``
     (None: the run's own); one result record per radius."""
     run_dir = Path(run_dir)
-    if not (run_dir / store.CONFIG_FILE).exists():
-        raise InputError(f"{run_dir} is not a run folder (no {store.CONFIG_FILE}); pass results/<run_id>")
-    cfg = read_config(run_dir)
-    if not (run_dir / store.CKPT_DIR / f"{evaluation.checkpoint}.pt").exists():
-        raise InputError(f"{run_dir} has no {evaluation.checkpoint} checkpoint; train it first with `bench run`")
+    cfg = trained_config(run_dir, evaluation.checkpoint)
     data = run_data(cfg, data_root, device)
     trainee = build_trainee(cfg, data, device)
     return evaluate_checkpoint(run_dir, cfg, data, trainee.net, trainee.method, evaluation, device, progress,
