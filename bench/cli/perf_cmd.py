@@ -28,8 +28,9 @@ def result_table(r: dict) -> Table:
     ref, real = r["reference"], r["real"]
     table.add_row("reference (official-code style)", "fp32 NCHW", f"{ref['images_per_s']:.1f}",
                   f"{ref['warmup_seconds']:.2f}", f"{ref['peak_mib']:.0f}")
-    table.add_row("ltbench core" + (" (compiled)" if r["compile"] else ""), r["precision"],
-                  f"{real['images_per_s']:.1f}", f"{real['warmup_seconds']:.2f}", f"{real['peak_mib']:.0f}")
+    label = "ltbench core" + (" (compiled)" if r["compile"] else "") + (" (CUDA graphs)" if r["cuda_graph"] else "")
+    table.add_row(label, r["precision"], f"{real['images_per_s']:.1f}", f"{real['warmup_seconds']:.2f}",
+                  f"{real['peak_mib']:.0f}")
     table.add_section()
     table.add_row("speed-up", "", f"{r['ratio']:.2f}x", "", "")
     if r["pgd20_images"]:
@@ -55,6 +56,9 @@ def result_table(r: dict) -> Table:
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
               help="the real core's precision (the reference is always fp32)")
 @click.option("--compile", "compile_net", is_flag=True, help="torch.compile the real core (warm-up = compile)")
+@click.option("--cuda-graph", "cuda_graph", is_flag=True,
+              help="the real core's PGD attacks (training, evaluator PGD-20) as CUDA graphs (run field cuda_graph; "
+                   "captured in the warm-up)")
 @click.option("--profile", "with_profile", is_flag=True,
               help="also profile one real step (torch.profiler): time per phase and the top operators")
 @click.option("--augment", "augment_mode", default=None, type=click.Choice(AUGMENT_MODES[1:]),
@@ -62,11 +66,11 @@ def result_table(r: dict) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="print the measurements as JSON")
 @data_root_option
 def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, batches: int, batch_size: int | None,
-            preset: str, eval_images: int, device: str, precision: str, compile_net: bool, with_profile: bool,
-            augment_mode: str | None, as_json: bool, data_root: str | None) -> None:
+            preset: str, eval_images: int, device: str, precision: str, compile_net: bool, cuda_graph: bool,
+            with_profile: bool, augment_mode: str | None, as_json: bool, data_root: str | None) -> None:
     """Time one whole training step (attack + update) of the real core against the official-code-style loop."""
     torch_device = resolve_device(device)
-    cfg = perf_config(method, arch, dataset, torch_device, precision, preset, batch_size, compile_net)
+    cfg = perf_config(method, arch, dataset, torch_device, precision, preset, batch_size, compile_net, cuda_graph)
     if synthetic:
         data = synthetic_data(dataset, ur, torch_device, n_test=max(eval_images, 1))
     else:

@@ -2,7 +2,8 @@
 
 Both loops get the same images and the same initial weights; each is warmed up on one batch (the real
 core's compile time, with ``compile=true``, is that warm-up) and then timed over ``batches`` batches, the two
-loops taking turns batch by batch.
+loops taking turns batch by batch. With ``cuda_graph`` the real core's attacks (and the evaluator's PGD-20) run
+through CUDA-graph runners, captured during the warm-up; the reference loop is unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import math
 import platform
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +32,7 @@ from bench.evaluation.suite import attack_params, run_attack
 from bench.models.inference import InferenceModel
 from bench.perf.reference import ReferenceLoop, reference_loader
 from bench.training.config import RunConfig, build_config
-from bench.training.loop import EpochStats, build_trainee, train_step
+from bench.training.loop import EpochStats, Trainee, attack_graphs, build_trainee, train_step
 
 #: training images per class before the long-tailed profile is applied (synthetic data)
 SYNTHETIC_N_MAX = 5000
@@ -102,9 +104,21 @@ def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
     return time.perf_counter() - began
 
 
+def log(message: str) -> None:
+    """A line on stderr (stdout may carry the JSON)."""
+    print(message, file=sys.stderr)
+
+
+def real_trainee(cfg: RunConfig, data: LongTailData, device: torch.device) -> Trainee:
+    """The real core's trainee, with its training attack's CUDA-graph runners when ``cfg.cuda_graph``."""
+    trainee = build_trainee(cfg, data, device)
+    trainee.graphs = attack_graphs(cfg, trainee.precision, "the training attack", log)
+    return trainee
+
+
 def real_steps(cfg: RunConfig, data: LongTailData, timed: LongTailData, device: torch.device) -> Iterator[int]:
     """The real core's steps over ``timed`` (batching included); yields each batch's size."""
-    trainee = build_trainee(cfg, data, device)
+    trainee = real_trainee(cfg, data, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     stats = EpochStats(data.num_classes, device)
     for batch, (x, y) in enumerate(train_batches(timed, cfg.batch_size, generator, cfg.augment)):
@@ -155,13 +169,15 @@ def interleaved(device: torch.device, loops: dict[str, Iterator[int]]) -> dict[s
 
 
 def time_pgd20(cfg: RunConfig, data: LongTailData, device: torch.device, n_images: int) -> float:
-    """The evaluator's PGD-20 (fp32, eval mode, batches of EVAL_BATCH_SIZE) in images/s."""
+    """The evaluator's PGD-20 (fp32, eval mode, batches of EVAL_BATCH_SIZE) in images/s; with ``cfg.cuda_graph``
+    through CUDA-graph runners (captured in the warm-up)."""
     trainee = build_trainee(cfg, data, device)
     model = InferenceModel(trainee.net, trainee.method).eval()
     x, y = data.x_test[:n_images], data.y_test[:n_images]
     params = attack_params("pgd20", cfg.eps, cfg.step_size, data.num_classes, cfg.seed)
+    graphs = attack_graphs(cfg, "fp32", "the evaluator's PGD-20", log)
     attack = lambda: run_attack(model, "pgd20", params, x, y, seed=cfg.seed,  # noqa: E731
-                                batch_size=EVAL_BATCH_SIZE, progress=Progress(False))
+                                batch_size=EVAL_BATCH_SIZE, progress=Progress(False), graphs=graphs)
     attack()  # warm-up
     return y.numel() / _timed(device, attack)
 
@@ -179,8 +195,8 @@ def augmentation_rate(data: LongTailData, mode: str, batch_size: int, batches: i
 
 
 def perf_config(method: str, arch: str, dataset: str, device: torch.device, precision: str, preset: str,
-                batch_size: int | None, compile_net: bool) -> RunConfig:
-    overrides: dict[str, Any] = {"precision": precision, "compile": compile_net}
+                batch_size: int | None, compile_net: bool, cuda_graph: bool) -> RunConfig:
+    overrides: dict[str, Any] = {"precision": precision, "compile": compile_net, "cuda_graph": cuda_graph}
     if batch_size is not None:
         overrides["batch_size"] = batch_size
     cfg = build_config(method=method, dataset=dataset, arch=arch, preset=preset, overrides=overrides)
@@ -200,8 +216,8 @@ def whole_step(
     return {
         "method": cfg.method, "arch": cfg.arch, "dataset": data.name, "device": _device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": cfg.precision,
-        "compile": cfg.compile, "batch_size": cfg.batch_size, "steps": cfg.steps, "images": real["images"],
-        "batches": batches,
+        "compile": cfg.compile, "cuda_graph": cfg.cuda_graph, "batch_size": cfg.batch_size, "steps": cfg.steps,
+        "images": real["images"], "batches": batches,
         "reference": reference, "real": real, "ratio": real["images_per_s"] / reference["images_per_s"],
         "pgd20_images_per_s": pgd20, "pgd20_images": n_eval,
     }
@@ -220,7 +236,7 @@ def profile_step(cfg: RunConfig, data: LongTailData, device: torch.device, top: 
     """torch.profiler over one real step after a warm-up step: milliseconds per phase and the top operators."""
     from torch.profiler import ProfilerActivity, profile
 
-    trainee = build_trainee(cfg, data, device)
+    trainee = real_trainee(cfg, data, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     stats = EpochStats(data.num_classes, device)
     batches = train_batches(data, cfg.batch_size, generator, cfg.augment)
