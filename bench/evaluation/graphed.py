@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +44,7 @@ class PGDBatch:
     start: Tensor
     eps: Budget
     step_size: Budget
-    reads: dict[str, Tensor] = field(default_factory=dict)
+    reads: dict[str, Tensor]
 
 
 def budget_kind(value: Budget) -> Hashable:
