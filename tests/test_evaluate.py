@@ -444,7 +444,7 @@ def test_autoattack_runs_in_chunks_that_advance_the_bar(
 ) -> None:
     sizes: list[int] = []
 
-    def fake_aa(model: InferenceModel, key: str, params: dict, x: Tensor, y: Tensor, gen: Any) -> Tensor:
+    def fake_aa(model: InferenceModel, key: str, params: dict, x: Tensor, y: Tensor, gen: Any, graphs: Any) -> Tensor:
         sizes.append(y.numel())
         return y
 

@@ -74,6 +74,17 @@ def test_perf_command_prints_the_ratio_and_json():
     assert record["reference"]["images_per_s"] > 0 and record["pgd20_images_per_s"] > 0
 
 
+@pytest.mark.slow
+def test_perf_times_the_core_with_cuda_graphs():
+    args = ["perf", "--synthetic", "--dataset", "cifar10", "--batches", "1", "--batch-size", "8", "--preset", "smoke",
+            "--precision", "fp32", "--eval-images", "16", "--cuda-graph"]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["cuda_graph"] is True and record["real"]["images_per_s"] > 0 and record["pgd20_images_per_s"] > 0
+    assert "ltbench core (CUDA graphs)" in CliRunner().invoke(main, args).output
+
+
 def test_perf_rejects_a_method_without_reference():
     result = CliRunner().invoke(main, ["perf", "--synthetic", "--method", "robal", "--batches", "1"])
     assert result.exit_code != 0 and "reference loop covers" in result.output

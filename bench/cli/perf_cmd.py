@@ -26,6 +26,7 @@ from bench.models.inference import InferenceModel
 from bench.perf.benchmark import (
     augmentation_rate,
     eval_throughput,
+    log,
     perf_config,
     profile_step,
     synthetic_data,
@@ -34,6 +35,7 @@ from bench.perf.benchmark import (
 )
 from bench.runs.runner import trained_model
 from bench.training.config import PRESETS, RunConfig
+from bench.training.loop import attack_graphs
 
 
 def result_table(r: dict) -> Table:
@@ -45,8 +47,9 @@ def result_table(r: dict) -> Table:
     ref, real = r["reference"], r["real"]
     table.add_row("reference (official-code style)", "fp32 NCHW", f"{ref['images_per_s']:.1f}",
                   f"{ref['warmup_seconds']:.2f}", f"{ref['peak_mib']:.0f}")
-    table.add_row("ltbench core" + (" (compiled)" if r["compile"] else ""), r["precision"],
-                  f"{real['images_per_s']:.1f}", f"{real['warmup_seconds']:.2f}", f"{real['peak_mib']:.0f}")
+    label = "ltbench core" + (" (compiled)" if r["compile"] else "") + (" (CUDA graphs)" if r["cuda_graph"] else "")
+    table.add_row(label, r["precision"], f"{real['images_per_s']:.1f}", f"{real['warmup_seconds']:.2f}",
+                  f"{real['peak_mib']:.0f}")
     table.add_section()
     table.add_row("speed-up", "", f"{r['ratio']:.2f}x", "", "")
     if r["pgd20_images"] and "eval" not in r:
@@ -83,8 +86,9 @@ def time_evaluator(cfg: RunConfig, data: LongTailData,
     else:
         run, _, model, epoch = trained
         source = f"run {run.run_id}, last checkpoint (epoch {epoch + 1})"
+    graphs = attack_graphs(cfg, "fp32", "the evaluator's attacks", log)
     return eval_throughput(model, data, parse_attacks(attacks), n_images, eps=run.eps, step_size=run.step_size,
-                           seed=run.seed, source=source)
+                           seed=run.seed, source=source, graphs=graphs)
 
 
 def worker_counts(text: str, device: str) -> list[int]:
@@ -132,6 +136,9 @@ def report_run(result: RunResult) -> None:
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
               help="the real core's precision (the reference is always fp32)")
 @click.option("--compile", "compile_net", is_flag=True, help="torch.compile the real core (warm-up = compile)")
+@click.option("--cuda-graph", "cuda_graph", is_flag=True,
+              help="the real core's PGD attacks (training, evaluator PGD-20) as CUDA graphs (run field cuda_graph; "
+                   "captured in the warm-up)")
 @click.option("--profile", "with_profile", is_flag=True,
               help="also profile one real step (torch.profiler): time per phase and the top operators")
 @click.option("--augment", "augment_mode", default=None, type=click.Choice(AUGMENT_MODES[1:]),
@@ -157,9 +164,9 @@ def report_run(result: RunResult) -> None:
               help="--packing: the runs' final evaluation suite (on the preset's test images)")
 @data_root_option
 def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, batches: int, batch_size: int | None,
-            preset: str, eval_images: int, device: str, precision: str, compile_net: bool, with_profile: bool,
-            augment_mode: str | None, as_json: bool, with_eval: bool, eval_attacks: str, eval_run: Path | None,
-            packing: bool, workers_list: str, packing_runs_per_worker: int, packing_preset: str,
+            preset: str, eval_images: int, device: str, precision: str, compile_net: bool, cuda_graph: bool,
+            with_profile: bool, augment_mode: str | None, as_json: bool, with_eval: bool, eval_attacks: str,
+            eval_run: Path | None, packing: bool, workers_list: str, packing_runs_per_worker: int, packing_preset: str,
             packing_epochs: int, packing_suite: str, data_root: str | None) -> None:
     """Time one whole training step (attack + update) of the real core against the official-code-style loop.
 
@@ -185,7 +192,7 @@ def command(method: str, arch: str, dataset: str, synthetic: bool, ur: float, ba
     trained = trained_model(eval_run, "last", data_root=data_root, device=torch_device) if eval_run else None
     if trained is not None:
         method, arch, dataset = trained[0].method, trained[0].arch, trained[0].dataset
-    cfg = perf_config(method, arch, dataset, torch_device, precision, preset, batch_size, compile_net)
+    cfg = perf_config(method, arch, dataset, torch_device, precision, preset, batch_size, compile_net, cuda_graph)
     if trained is not None:
         data = trained[1]
     elif synthetic:

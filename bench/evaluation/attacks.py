@@ -104,11 +104,25 @@ def pgd(
     mode = batch_stats_mode(model) if train_bn else eval_mode(model)
     with mode, torch.enable_grad():
         x_adv = random_start(x, eps if start_eps is None else start_eps, start, generator)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            loss = loss_fn(model(x_adv), y).sum()
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
+        return pgd_steps(model, x_adv, x, y, eps=eps, step_size=step_size, steps=steps, loss_fn=loss_fn)
+
+
+def pgd_step(model: nn.Module, x_adv: Tensor, x: Tensor, y: Tensor, *, eps: Budget, step_size: Budget,
+             loss_fn: LossFn) -> Tensor:
+    """One ascent step from ``x_adv``: the sign of the input gradient of ``loss_fn`` summed over the batch, then
+    the projection (gradients must be enabled)."""
+    x_adv.requires_grad_(True)
+    loss = loss_fn(model(x_adv), y).sum()
+    (grad,) = torch.autograd.grad(loss, x_adv)
+    return project(x_adv.detach() + step_size * grad.sign(), x, eps)
+
+
+def pgd_steps(model: nn.Module, x_adv: Tensor, x: Tensor, y: Tensor, *, eps: Budget, step_size: Budget, steps: int,
+              loss_fn: LossFn) -> Tensor:
+    """``steps`` ascent steps from the start point ``x_adv`` and the final projection; the body that eager
+    ``pgd`` and the static runners of ``bench.evaluation.graphed`` share (the caller sets the model's mode)."""
+    for _ in range(steps):
+        x_adv = pgd_step(model, x_adv, x, y, eps=eps, step_size=step_size, loss_fn=loss_fn)
     return project(x_adv.detach(), x, eps)
 
 

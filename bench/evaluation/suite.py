@@ -25,7 +25,7 @@ from bench.core.precision import device_name, with_precision
 from bench.core.progress import Progress
 from bench.data.images import to_float
 from bench.data.longtail import LongTailData, stratified_first_n
-from bench.evaluation.attacks import ce_loss, cw_loss, eval_mode, pgd
+from bench.evaluation.attacks import LossFn, ce_loss, cw_loss, eval_mode, pgd
 from bench.evaluation.autoattack import (
     AA_MAX_TARGETS,
     AA_MIN_CLASSES,
@@ -34,6 +34,7 @@ from bench.evaluation.autoattack import (
     autoattack_checks,
     autoattack_predictions,
 )
+from bench.evaluation.graphed import PGDGraphs
 from bench.evaluation.metrics import accuracy_summary, pack_correct
 from bench.evaluation.protocol import FIELDS as PROTOCOL_FIELDS
 from bench.evaluation.protocol import Block, EvalResults, MalformedResults, Protocol
@@ -91,26 +92,37 @@ def attack_generator(key: str, seed: int, device: torch.device) -> torch.Generat
     return torch.Generator(device=device).manual_seed(seed + zlib.crc32(key.encode()))
 
 
+@functools.cache
+def attack_loss(name: str, kappa: float | None = None) -> LossFn:
+    """The per-sample loss of an attack's parameters (``ce`` or ``cw``), one object per (name, kappa), so the
+    CUDA-graph runners of ``bench.evaluation.graphed`` find theirs batch after batch."""
+    return ce_loss if name == "ce" else functools.partial(cw_loss, kappa=kappa)
+
+
 def adversarial_images(
     model: InferenceModel, key: str, params: dict[str, Any], x: Tensor, y: Tensor, generator: torch.Generator,
+    graphs: PGDGraphs | None = None,
 ) -> Tensor:
-    """One batch's examples under attack ``key`` (the images themselves for ``clean``; not for AutoAttack)."""
+    """One batch's examples under attack ``key`` (the images themselves for ``clean``; not for AutoAttack), through
+    ``graphs``' static runners when given."""
     if key == "aa":
         raise ValueError("AutoAttack's examples come from pyautoattack; use attack_predictions")
     if key == "clean":
         return x
-    loss_fn = ce_loss if params["loss"] == "ce" else functools.partial(cw_loss, kappa=params["kappa"])
-    return pgd(model, x, y, eps=params["eps"], step_size=params["step_size"], steps=params["steps"],
-               loss_fn=loss_fn, start=params["start"], generator=generator)
+    attack = pgd if graphs is None else graphs.pgd
+    return attack(model, x, y, eps=params["eps"], step_size=params["step_size"], steps=params["steps"],
+                  loss_fn=attack_loss(params["loss"], params.get("kappa")), start=params["start"],
+                  generator=generator)
 
 
 def attack_predictions(
     model: InferenceModel, key: str, params: dict[str, Any], x: Tensor, y: Tensor, generator: torch.Generator,
+    graphs: PGDGraphs | None = None,
 ) -> Tensor:
     """Labels ``model`` predicts for one batch (x float in [0, 1]) under attack ``key``."""
     if key == "aa":
         return autoattack_predictions(model, x, y, params)
-    x = adversarial_images(model, key, params, x, y, generator)
+    x = adversarial_images(model, key, params, x, y, generator, graphs)
     with torch.no_grad():
         return model(x).argmax(1)
 
@@ -142,9 +154,10 @@ def _rerun_reason(stored: dict[str, Any] | None, wanted: dict[str, Any], totals:
 
 def run_attack(
     model: InferenceModel, key: str, params: dict[str, Any], x_all: Tensor, y_all: Tensor, *, seed: int,
-    batch_size: int, progress: Progress,
+    batch_size: int, progress: Progress, graphs: PGDGraphs | None = None,
 ) -> Tensor:
-    """Predicted labels for every image under attack ``key``, batch by batch with a progress bar.
+    """Predicted labels for every image under attack ``key``, batch by batch with a progress bar; FGSM, PGD and
+    CW through ``graphs``' static runners when given (the last partial batch gets its own).
 
     For AutoAttack ``batch_size`` is its chunk (``aa_chunk``): one pyautoattack call per chunk, each the full
     standard attack, and the bar advances per chunk.
@@ -154,7 +167,7 @@ def run_attack(
     preds = []
     for start in range(0, y_all.numel(), batch_size):
         x, y = to_float(x_all[start:start + batch_size]), y_all[start:start + batch_size]
-        preds.append(attack_predictions(model, key, params, x, y, generator))
+        preds.append(attack_predictions(model, key, params, x, y, generator, graphs))
         task.advance(y.numel())
     task.close()
     return torch.cat(preds)
@@ -177,6 +190,7 @@ def evaluate(
     precision: str = "fp32",
     settings: dict[str, Any] | None = None,
     force: bool = False,
+    graphs: PGDGraphs | None = None,
 ) -> dict[str, Any]:
     """Run ``attacks`` at ``eps``/``step_size`` on the stratified first-``n`` test images (all for None) and
     keep them in ``record`` (an eval.json, see ``bench.evaluation.protocol``); ``save`` gets the record after
@@ -186,7 +200,8 @@ def evaluate(
     ``settings`` (the evaluation settings asked for) are recorded as ``evaluation`` when this is it.
     ``precision="bf16"`` runs every attack under bf16 autocast and records it in each attack's parameters.
     An attack whose protocol already holds a result with the same parameters on the same images is skipped
-    unless ``force``; results under other protocols are never touched. Returns the asked results: the
+    unless ``force``; results under other protocols are never touched. ``graphs``: CUDA-graph runners for FGSM,
+    PGD and CW (None: eager), cleared after each attack. Returns the asked results: the
     record's header with this protocol's fields and ``attacks`` holding the requested attacks.
     """
     check_attacks(attacks, data.num_classes)
@@ -225,7 +240,10 @@ def evaluate(
                 chunk, rule = aa_chunk(model, x_all, batch_size)
                 params = {**wanted, "chunk": chunk, "chunk_rule": rule}
             with autoattack_checks() as checks:
-                pred = run_attack(model, key, params, x_all, y_all, seed=seed, batch_size=chunk, progress=progress)
+                pred = run_attack(model, key, params, x_all, y_all, seed=seed, batch_size=chunk, progress=progress,
+                                  graphs=graphs)
+            if graphs is not None:
+                graphs.clear()
             summary = accuracy_summary(pred, y_all, data.class_counts)
             seconds = time.perf_counter() - began
             done[key] = {**summary, "correct_bits": pack_correct(pred == y_all, y_all), "seconds": seconds,
@@ -246,17 +264,19 @@ def evaluate(
 
 def epoch_validation(
     data: LongTailData, *, n: int | None, eps: float, step_size: float, seed: int, progress: Progress,
-) -> Callable[[InferenceModel], tuple[float, float]]:
-    """The training core's per-epoch check: clean and PGD-20 accuracy on the stratified first-``n`` test images."""
+) -> Callable[[InferenceModel, PGDGraphs | None], tuple[float, float]]:
+    """The training core's per-epoch check: clean and PGD-20 accuracy on the stratified first-``n`` test images,
+    PGD-20 through the CUDA-graph runners the core passes (None: eager)."""
     idx = stratified_first_n(data.y_test, n, data.num_classes)
     x, y = data.x_test[idx], data.y_test[idx]
 
-    def validate(model: InferenceModel) -> tuple[float, float]:
+    def validate(model: InferenceModel, graphs: PGDGraphs | None = None) -> tuple[float, float]:
         model.eval()
         accuracies = []
         for key in ("clean", "pgd20"):
             params = attack_params(key, eps, step_size, data.num_classes, seed)
-            preds = run_attack(model, key, params, x, y, seed=seed, batch_size=EVAL_BATCH_SIZE, progress=progress)
+            preds = run_attack(model, key, params, x, y, seed=seed, batch_size=EVAL_BATCH_SIZE, progress=progress,
+                               graphs=graphs)
             accuracies.append((preds == y).float().mean().item())
         return accuracies[0], accuracies[1]
 

@@ -2,7 +2,8 @@
 
 Both loops get the same images and the same initial weights; each is warmed up on one batch (the real
 core's compile time, with ``compile=true``, is that warm-up) and then timed over ``batches`` batches, the two
-loops taking turns batch by batch.
+loops taking turns batch by batch. With ``cuda_graph`` the real core's attacks (and the evaluator's PGD-20) run
+through CUDA-graph runners, captured during the warm-up; the reference loop is unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import math
 import platform
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -26,12 +28,13 @@ from bench.data.augment import augment, train_batches
 from bench.data.datasets import dataset_info
 from bench.data.longtail import LongTailData, long_tail_counts, stratified_first_n
 from bench.evaluation.attacks import eval_mode
+from bench.evaluation.graphed import PGDGraphs
 from bench.evaluation.settings import EVAL_BATCH_SIZE
 from bench.evaluation.suite import attack_params, check_attacks, run_attack
 from bench.models.inference import InferenceModel
 from bench.perf.reference import ReferenceLoop, reference_loader
 from bench.training.config import RunConfig, build_config
-from bench.training.loop import EpochStats, build_trainee, train_step
+from bench.training.loop import EpochStats, Trainee, attack_graphs, build_trainee, train_step
 
 #: training images per class before the long-tailed profile is applied (synthetic data)
 SYNTHETIC_N_MAX = 5000
@@ -105,9 +108,21 @@ def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
     return time.perf_counter() - began
 
 
+def log(message: str) -> None:
+    """A line on stderr (stdout may carry the JSON)."""
+    print(message, file=sys.stderr)
+
+
+def real_trainee(cfg: RunConfig, data: LongTailData, device: torch.device) -> Trainee:
+    """The real core's trainee, with its training attack's CUDA-graph runners when ``cfg.cuda_graph``."""
+    trainee = build_trainee(cfg, data, device)
+    trainee.graphs = attack_graphs(cfg, trainee.precision, "the training attack", log)
+    return trainee
+
+
 def real_steps(cfg: RunConfig, data: LongTailData, timed: LongTailData, device: torch.device) -> Iterator[int]:
     """The real core's steps over ``timed`` (batching included); yields each batch's size."""
-    trainee = build_trainee(cfg, data, device)
+    trainee = real_trainee(cfg, data, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     stats = EpochStats(data.num_classes, device)
     for batch, (x, y) in enumerate(train_batches(timed, cfg.batch_size, generator, cfg.augment)):
@@ -159,11 +174,12 @@ def interleaved(device: torch.device, loops: dict[str, Iterator[int]]) -> dict[s
 
 def time_pgd20(cfg: RunConfig, data: LongTailData, device: torch.device, n_images: int) -> float:
     """The evaluator's PGD-20 (fp32, eval mode, batches of EVAL_BATCH_SIZE) in images/s, warmed up on the same
-    images."""
+    images; with ``cfg.cuda_graph`` through CUDA-graph runners (captured in the warm-up)."""
     model = untrained_model(cfg, data, device).eval()
     x, y = data.x_test[:n_images], data.y_test[:n_images]
+    graphs = attack_graphs(cfg, "fp32", "the evaluator's PGD-20", log)
     timing = time_attack(model, "pgd20", x, y, eps=cfg.eps, step_size=cfg.step_size, num_classes=data.num_classes,
-                         seed=cfg.seed, warmup_images=n_images)
+                         seed=cfg.seed, warmup_images=n_images, graphs=graphs)
     return timing["images_per_s"]
 
 
@@ -174,16 +190,17 @@ def untrained_model(cfg: RunConfig, data: LongTailData, device: torch.device) ->
 
 
 def time_attack(model: InferenceModel, key: str, x: Tensor, y: Tensor, *, eps: float, step_size: float,
-                num_classes: int, seed: int, warmup_images: int = EVAL_WARMUP_IMAGES) -> dict[str, Any]:
+                num_classes: int, seed: int, warmup_images: int = EVAL_WARMUP_IMAGES,
+                graphs: PGDGraphs | None = None) -> dict[str, Any]:
     """Attack ``key`` through the evaluator's ``run_attack`` (batches of EVAL_BATCH_SIZE) on ``x, y``, after one
     warm-up call on the first ``warmup_images``: images/s, seconds, warm-up seconds, peak memory (MiB) and the
-    accuracy under the attack."""
+    accuracy under the attack. ``graphs``: PGD and CW through CUDA-graph runners."""
     device = y.device
     params = attack_params(key, eps, step_size, num_classes, seed)
 
     def attack(n: int) -> Tensor:
         return run_attack(model, key, params, x[:n], y[:n], seed=seed, batch_size=EVAL_BATCH_SIZE,
-                          progress=Progress(False))
+                          progress=Progress(False), graphs=graphs)
 
     warmup = _timed(device, lambda: attack(warmup_images))
     _reset_peak_memory(device)
@@ -194,10 +211,12 @@ def time_attack(model: InferenceModel, key: str, x: Tensor, y: Tensor, *, eps: f
 
 
 def eval_throughput(model: InferenceModel, data: LongTailData, attacks: Sequence[str], n_images: int, *,
-                    eps: float, step_size: float, seed: int, source: str) -> dict[str, Any]:
+                    eps: float, step_size: float, seed: int, source: str,
+                    graphs: PGDGraphs | None = None) -> dict[str, Any]:
     """The evaluator's rate per attack (fp32, eval mode) on the stratified first ``n_images`` test images, with
     the clean accuracy there: AutoAttack attacks only the images the model classifies correctly (``attacked``),
-    so its cost depends on the model (``source`` says which); the other attacks attack every image."""
+    so its cost depends on the model (``source`` says which); the other attacks attack every image. With
+    ``graphs`` PGD and CW run through CUDA-graph runners, warmed up (captured) on every image."""
     check_attacks(attacks, data.num_classes)
     idx = stratified_first_n(data.y_test, n_images, data.num_classes)
     x, y = data.x_test[idx], data.y_test[idx]
@@ -205,11 +224,15 @@ def eval_throughput(model: InferenceModel, data: LongTailData, attacks: Sequence
         clean = run_attack(model, "clean", {}, x, y, seed=seed, batch_size=EVAL_BATCH_SIZE, progress=Progress(False))
         correct = int((clean == y).sum())
         timed = {key: time_attack(model, key, x, y, eps=eps, step_size=step_size, num_classes=data.num_classes,
-                                  seed=seed) for key in attacks}
+                                  seed=seed, graphs=graphs if key != "aa" else None,
+                                  warmup_images=y.numel() if graphs is not None and key != "aa"
+                                  else EVAL_WARMUP_IMAGES)
+                 for key in attacks}
     for key, timing in timed.items():
         timing["attacked"] = correct if key == "aa" else 0 if key == "clean" else y.numel()
     return {"model": source, "images": y.numel(), "clean_acc": correct / y.numel(), "precision": "fp32",
-            "batch_size": EVAL_BATCH_SIZE, "eps": eps, "step_size": step_size, "attacks": timed}
+            "batch_size": EVAL_BATCH_SIZE, "eps": eps, "step_size": step_size, "cuda_graph": graphs is not None,
+            "attacks": timed}
 
 
 def augmentation_rate(data: LongTailData, mode: str, batch_size: int, batches: int) -> float:
@@ -225,8 +248,8 @@ def augmentation_rate(data: LongTailData, mode: str, batch_size: int, batches: i
 
 
 def perf_config(method: str, arch: str, dataset: str, device: torch.device, precision: str, preset: str,
-                batch_size: int | None, compile_net: bool) -> RunConfig:
-    overrides: dict[str, Any] = {"precision": precision, "compile": compile_net}
+                batch_size: int | None, compile_net: bool, cuda_graph: bool) -> RunConfig:
+    overrides: dict[str, Any] = {"precision": precision, "compile": compile_net, "cuda_graph": cuda_graph}
     if batch_size is not None:
         overrides["batch_size"] = batch_size
     cfg = build_config(method=method, dataset=dataset, arch=arch, preset=preset, overrides=overrides)
@@ -246,8 +269,8 @@ def whole_step(
     return {
         "method": cfg.method, "arch": cfg.arch, "dataset": data.name, "device": _device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": cfg.precision,
-        "compile": cfg.compile, "batch_size": cfg.batch_size, "steps": cfg.steps, "images": real["images"],
-        "batches": batches,
+        "compile": cfg.compile, "cuda_graph": cfg.cuda_graph, "batch_size": cfg.batch_size, "steps": cfg.steps,
+        "images": real["images"], "batches": batches,
         "reference": reference, "real": real, "ratio": real["images_per_s"] / reference["images_per_s"],
         "pgd20_images_per_s": pgd20, "pgd20_images": n_eval,
     }
@@ -266,7 +289,7 @@ def profile_step(cfg: RunConfig, data: LongTailData, device: torch.device, top: 
     """torch.profiler over one real step after a warm-up step: milliseconds per phase and the top operators."""
     from torch.profiler import ProfilerActivity, profile
 
-    trainee = build_trainee(cfg, data, device)
+    trainee = real_trainee(cfg, data, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     stats = EpochStats(data.num_classes, device)
     batches = train_batches(data, cfg.batch_size, generator, cfg.augment)

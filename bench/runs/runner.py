@@ -18,7 +18,7 @@ from bench.evaluation.settings import EvalSettings
 from bench.evaluation.suite import epoch_validation, eval_record, evaluate
 from bench.models.inference import InferenceModel
 from bench.training.config import RunConfig
-from bench.training.loop import build_trainee, run_data, train
+from bench.training.loop import attack_graphs, build_trainee, run_data, train
 
 
 def config_record(cfg: RunConfig, data: LongTailData) -> dict[str, Any]:
@@ -82,7 +82,9 @@ def evaluate_checkpoint(
 
     A radius of None is the run's own; ``step_size`` defaults to the run's at its own eps, else eps/4. Results
     already in the file under the same protocol are kept (``force`` runs the asked attacks again); results
-    under other protocols are never touched. Returns the asked results per radius (see ``evaluate``).
+    under other protocols are never touched. With the run's ``cuda_graph`` FGSM, PGD and CW run through
+    CUDA-graph runners (see ``bench.training.loop.attack_graphs``). Returns the asked results per radius (see
+    ``evaluate``).
     """
     checkpoint = evaluation.checkpoint
     state = load_weights(run_dir, checkpoint, net, method, device)
@@ -93,6 +95,7 @@ def evaluate_checkpoint(
         earlier = {}
     record = {**earlier, **eval_record(store.read_json(run_dir / store.CONFIG_FILE), checkpoint, state["epoch"],
                                        device)}
+    graphs = attack_graphs(cfg, evaluation.precision, "the evaluation", progress.log)
     views = []
     for radius in radii:  # ``evaluate`` keeps ``record`` equal to the file it saves
         eps = cfg.eps if radius is None else radius
@@ -105,7 +108,7 @@ def evaluate_checkpoint(
             n=evaluation.n, batch_size=evaluation.batch_size, record=record,
             save=functools.partial(store.write_json, out_path), progress=progress,
             run_radius=(cfg.eps, cfg.step_size), precision=evaluation.precision, settings=evaluation.to_dict(),
-            force=force,
+            force=force, graphs=graphs,
         ))
     return views
 

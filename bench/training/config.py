@@ -120,6 +120,9 @@ class RunConfig:
     awp_gamma: float = setting(0.0, number(), hashed_default=False)
     awp_warmup: int = setting(0, number(integer=True), hashed_default=False)  # epochs without AWP
     awp_lr: float = setting(0.01, number(positive=True), hashed_default=False)  # the proxy's SGD step
+    #: capture the PGD attacks (training, per-epoch test, final evaluation) as CUDA graphs, one per batch shape;
+    #: fp32, attack_bn eval and compile false only, eager otherwise (bench/evaluation/graphed.py)
+    cuda_graph: bool = setting(False, boolean, hashed_default=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

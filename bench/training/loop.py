@@ -23,6 +23,7 @@ from bench.data.datasets import load_dataset
 from bench.data.images import ImageData
 from bench.data.longtail import LongTailData, long_tail_data
 from bench.evaluation.attacks import batch_stats_mode, eval_mode, pgd
+from bench.evaluation.graphed import Log, PGDGraphs
 from bench.evaluation.metrics import entropy
 from bench.models import Net, build_model
 from bench.models.awp import AWPSettings, WeightPerturbation
@@ -33,8 +34,9 @@ from bench.training.layout import memory_format, sgd_kernel
 from methods import Method, Output, get_method
 
 EPOCH_SEED_STRIDE = 1_000_003
-#: the per-epoch check that picks best.pt: clean and robust test accuracy of the model as it predicts
-Validation = Callable[[torch.nn.Module], tuple[float, float]]
+#: the per-epoch check that picks best.pt: clean and robust test accuracy of the model as it predicts, its PGD
+#: through the given CUDA-graph runners (None: eager)
+Validation = Callable[[torch.nn.Module, PGDGraphs | None], tuple[float, float]]
 #: batches between the checks for a non-finite loss (each check waits for the device once)
 NAN_CHECK_EVERY = 50
 
@@ -53,6 +55,8 @@ class Trainee:
     attack_net: FoldedNet | None = None
     #: adversarial weight perturbation (None: off)
     awp: WeightPerturbation | None = None
+    #: the training attack's CUDA-graph runners (None: eager ``pgd``; see ``attack_graphs``)
+    graphs: PGDGraphs | None = None
 
     def attack_model(self) -> torch.nn.Module:
         """The net the training attack differentiates, with the current weights folded in."""
@@ -95,6 +99,29 @@ def awp_settings(cfg: RunConfig, method: Method) -> AWPSettings | None:
     if own is not None:
         return own
     return AWPSettings(cfg.awp_gamma, cfg.awp_warmup, cfg.awp_lr) if cfg.awp_gamma > 0 else None
+
+
+def graph_blocker(cfg: RunConfig, precision: str) -> str | None:
+    """Why the PGD attacks of ``cfg`` in ``precision`` run eagerly under ``cuda_graph`` (None: they are captured)."""
+    if precision != "fp32":
+        return f"precision {precision}: only fp32 attacks are captured"
+    if cfg.attack_bn != "eval":
+        return f"attack_bn={cfg.attack_bn}: only the eval-mode attack is captured"
+    if cfg.compile:
+        return "compile=true: torch.compile's graphs are not captured again"
+    return None
+
+
+def attack_graphs(cfg: RunConfig, precision: str, what: str, log: Log) -> PGDGraphs | None:
+    """CUDA-graph runners for ``what`` when ``cfg.cuda_graph`` asks for them and nothing rules them out; None
+    otherwise, with one logged line saying why when the field asked for them."""
+    if not cfg.cuda_graph:
+        return None
+    reason = graph_blocker(cfg, precision)
+    if reason is not None:
+        log(f"{cfg.run_id}: cuda_graph: eager PGD for {what} ({reason})")
+        return None
+    return PGDGraphs(log)
 
 
 def lr_at(cfg: RunConfig, epoch: int) -> float:
@@ -171,6 +198,11 @@ def craft(cfg: RunConfig, t: Trainee, x: Tensor, y: Tensor, generator: torch.Gen
     if steps == 0:
         return x, clean_logits
     eps, step_size = method.attack_budget(y, cfg.eps, cfg.step_size)
+    if t.graphs is not None:  # attack_bn is eval here
+        x_adv = t.graphs.pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, start_eps=cfg.eps,
+                             loss_fn=method.attack_loss, reads={"clean_logits": clean_logits},
+                             start=method.attack_start, generator=generator)
+        return x_adv, clean_logits
     x_adv = pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, start_eps=cfg.eps,
                 loss_fn=functools.partial(method.attack_loss, clean_logits=clean_logits),
                 start=method.attack_start, generator=generator, train_bn=train_bn)
@@ -287,11 +319,16 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
         t.method.load_state_dict(state["method"])
         history, best, start_epoch = list(state["history"]), state["best_pgd20"], state["epoch"] + 1
         t.precision = resumed_precision(cfg, t.precision, state, progress)
+    t.graphs = attack_graphs(cfg, t.precision, "the training attack and the per-epoch test", progress.log)
+    test_graphs = PGDGraphs(progress.log) if t.graphs is not None else None
     n_batches = math.ceil(data.y_train.numel() / cfg.batch_size)
     epochs_task = progress.task(f"{cfg.method} epochs", total=cfg.epochs, completed=start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
         t.method.begin_epoch(epoch, cfg.epochs)
+        for graphs in (t.graphs, test_graphs):  # the method may have replaced what its attack loss reads
+            if graphs is not None:
+                graphs.clear()
         if t.awp is not None:
             t.awp.begin_epoch(epoch)
         lr = lr_at(cfg, epoch)
@@ -302,7 +339,8 @@ def train(cfg: RunConfig, data: LongTailData, run_dir: Path, device: torch.devic
         stats = train_epoch(cfg, t, data, generator, batches.advance, epoch)
         batches.close()
         # the BN-folded twin computes the same function as the net, in the run's precision
-        test_clean, test_pgd20 = validate(with_precision(InferenceModel(t.attack_model(), t.method), t.precision))
+        test_clean, test_pgd20 = validate(with_precision(InferenceModel(t.attack_model(), t.method), t.precision),
+                                          test_graphs)
         history.append({"epoch": epoch, **stats, "test_clean_acc": test_clean, "test_pgd20_acc": test_pgd20,
                         "lr": lr, "seconds": time.perf_counter() - began, "device": device_name(device),
                         "precision": t.precision})
