@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install fashion-mnist demo test test-fast lint perf reference reference-report clean
+.PHONY: install fashion-mnist demo test test-fast lint perf perf-gpu reference reference-report clean
 
 install: $(VENV)/.installed fashion-mnist
 
@@ -51,6 +51,12 @@ lint: install
 
 perf: install
 	$(BIN)/bench perf
+
+# the GPU measurements of docs/performance.md in one script (OUT: its folder; SECONDS: its time budget)
+OUT ?= perf-gpu
+SECONDS ?= 540
+perf-gpu:
+	bash bench/perf/gpu_throughput.sh $(OUT) $(SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
