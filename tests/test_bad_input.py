@@ -60,6 +60,8 @@ CASES = [
     (["run", "--set", "milestones=[a]"], 2, "milestones must be a list of whole epochs"),
     (["run", "--set", "milestones=[9,3]"], 2, "milestones must be increasing epochs"),
     (["run", "--set", "milestones=[50]"], 2, "inside the 10-epoch run"),
+    (["run", "--preset", "smoke", "--set", "milestones=[1]"], 2,
+     "a 1-epoch run has no epoch to decay the learning rate at; drop --set milestones (got [1]) or train longer"),
     (["run", "--set", "garbage"], 2, "--set expects KEY=VALUE"),
     (["run", "--set", "=3"], 2, "--set expects KEY=VALUE"),
     (["run", "--set", "nofield=3"], 2, "unknown config field 'nofield'; settable fields"),

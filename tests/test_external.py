@@ -44,7 +44,9 @@ def test_weight_formats(tmp_path, wrap):
 @pytest.mark.parametrize(("saved", "message"), [
     ({"1.weight": torch.zeros(10, 3072)}, "do not fit the model (missing keys: 1.bias); check the factory"),
     ({**linear().state_dict(), "2.weight": torch.zeros(1)}, "(unexpected keys: 2.weight)"),
-    ({"1.weight": torch.zeros(5, 3072), "1.bias": torch.zeros(5)}, "size mismatch for 1.weight"),
+    ({"1.weight": torch.zeros(5, 3072), "1.bias": torch.zeros(5)},
+     "(size mismatch for 1.weight: copying a param with shape torch.Size([5, 3072]) from checkpoint, the shape in "
+     "current model is torch.Size([10, 3072]); and 1 more); check the factory or the checkpoint"),
     ({"epoch": 3, "optimizer": {"lr": 0.1}}, "a checkpoint dict without state_dict, model, net; its keys: epoch"),
 ])
 def test_strict_loading_is_one_line(tmp_path, saved, message):
@@ -85,10 +87,25 @@ def test_eval_of_an_outside_model_is_a_run_folder_the_report_reads(tmp_path, cif
         {k: v["correct_bits"] for k, v in record["attacks"].items()}
     df = api.load_results(out)
     assert set(df["method"]) == {"lin"} and set(df["arch"]) == {"external"}
+    assert set(df["precision"]) == {"outside model"}
     assert df.set_index("attack")["acc"].to_dict() == {k: v["acc"] for k, v in record["attacks"].items()}
 
 
+def grey_conv() -> nn.Module:
+    """An outside model for one-channel images, which CIFAR-10's three channels do not fit."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 10))
+
+
+def five_classes() -> nn.Module:
+    """An outside model with 5 outputs for a 10-class dataset."""
+    return linear(5)
+
+
 @pytest.mark.parametrize(("args", "message"), [
+    (["--model", "test_external:grey_conv", "--dataset", "cifar10"],
+     "--model test_external:grey_conv does not run on cifar10 images (2, 3, 32, 32) in [0, 1] (RuntimeError: "),
+    (["--model", "test_external:five_classes", "--dataset", "cifar10"],
+     "--model test_external:five_classes returns (2, 5) for 2 cifar10 images; it must return logits of shape (N, 10)"),
     (["--weights", "w.pt", "--dataset", "cifar10"], "an outside model needs --model PKG.MODULE:FACTORY, or --arch A"),
     (["--model", "nope", "--dataset", "cifar10"], "--model expects PKG.MODULE:FACTORY"),
     (["--model", "no_such_module_xyz:f", "--dataset", "cifar10"], "cannot import no_such_module_xyz"),

@@ -123,6 +123,26 @@ def test_a_plugin_method_arch_and_dataset_train_with_two_workers(tmp_path, isola
     bad = invoke("run", "--methods", "flat-ce", "--set", "flat-ce.smoothing=lots", "--dataset", "blobs",
                  "--out", str(out))
     assert bad.exit_code == 2 and "flat-ce.smoothing='lots' is not a valid float" in bad.output
+    # without the plugin loaded, re-evaluating one of its runs names the plugin to pass
+    monkeypatch.delenv(plugins.ENV)
+    REGISTRY.pop("flat-ce")
+    run_dir = next(d for d in out.iterdir() if d.is_dir())
+    missing = invoke("eval", str(run_dir), "--attacks", "fgsm", "--no-progress")
+    assert missing.exit_code == 2
+    assert missing.output.strip() == (f"error: {run_dir} was made with the plugin method 'flat-ce', which is not "
+                                      "loaded; pass --plugin my_plugin (its module name or .py file)")
+
+
+def test_a_plugin_loss_that_is_not_a_scalar_names_the_method(tmp_path, tiny_args, isolated, monkeypatch):
+    module = write(tmp_path / "bad_plugin.py", "import methods\nfrom torch import nn\n"
+                   "@methods.register('per-sample-ce')\nclass PerSample(methods.Method):\n"
+                   "    def train_loss(self, out_adv, y, out_clean=None):\n"
+                   "        return nn.functional.cross_entropy(out_adv.logits, y, reduction='none')\n")
+    monkeypatch.setenv(plugins.ENV, str(module))
+    result = invoke("run", "--methods", "per-sample-ce", "--out", str(tmp_path / "r"), *tiny_args)
+    assert result.exit_code == 1
+    assert ("method 'per-sample-ce': train_loss returned a tensor of shape (32,), not a scalar tensor; reduce it "
+            "(e.g. .mean()) and test the method with bench.testing.check_method") in result.output
 
 
 @pytest.mark.slow
@@ -244,4 +264,5 @@ def test_a_broken_or_clashing_entry_point_is_one_line(isolated, monkeypatch, val
     result = invoke("list", "methods")
     assert result.exit_code == 2
     assert result.output.strip().startswith(f"error: {message}")
+    assert result.output.strip().endswith("; fix it, or uninstall the package that declares it")
     assert len(result.output.strip().splitlines()) == 1

@@ -18,7 +18,7 @@ def test_bench_run_reports_only_its_own_runs(tmp_path, cifar_root):
             "--methods", "pgd-at", *TINY]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "report of these 1 runs written to" in result.output
+    assert "report of this run written to" in result.output
     index = (tmp_path / "report" / "index.md").read_text()
     assert "1 finished runs used" in index and run_id("pgd-at", 0) not in index
     assert "| fp32 |" in index or "| bf16 |" in index  # the precision it trained in

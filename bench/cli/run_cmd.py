@@ -77,4 +77,4 @@ def command(methods: str, dataset: str, ur: str, arch: str, preset: str, seed: s
 
         index = write_report(out, report_dir, run_ids={cfg.run_id for cfg in configs},
                              warn=lambda line: click.echo(line, err=True))
-        click.echo(f"report of these {len(configs)} runs written to {index}")
+        click.echo(f"report of {'this run' if len(configs) == 1 else f'these {len(configs)} runs'} written to {index}")

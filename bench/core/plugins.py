@@ -129,7 +129,7 @@ def _import_module(spec: str) -> None:
     except Exception as err:
         missing = isinstance(err, ModuleNotFoundError) and err.name and f"{spec}.".startswith(f"{err.name}.")
         hint = " (install it, or pass its .py file)" if missing else ""
-        raise InputError(f"plugin {spec} failed to import: {type(err).__name__}: {err}{hint}") from None
+        raise InputError(f"plugin {spec} failed to import: {_describe(err)}{hint}") from None
     finally:
         _importing.pop()
     _imported.add(spec)
@@ -158,6 +158,13 @@ def import_module(spec: str) -> ModuleType:
     return importlib.import_module(spec)
 
 
+def _describe(err: Exception) -> str:
+    """An import error in one line; a syntax error with its file's full path."""
+    if isinstance(err, SyntaxError):
+        return f"SyntaxError: {err.msg} ({err.filename}, line {err.lineno})"
+    return f"{type(err).__name__}: {err}"
+
+
 def _sha256(module: ModuleType) -> str:
     path = getattr(module, "__file__", None)
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else "unknown"
@@ -166,16 +173,17 @@ def _sha256(module: ModuleType) -> str:
 def _load_entry_point(kind: str, ep: EntryPoint) -> None:
     dist = ep.dist.name if ep.dist else "unknown"
     where = f"entry point {ep.name!r} of {dist} ({ep.group})"
+    fix = f"fix it, or `pip uninstall {dist}`" if ep.dist else "fix it, or uninstall the package that declares it"
     try:
         obj = ep.load()
     except Exception as err:
-        raise InputError(f"plugin {where} failed to import: {type(err).__name__}: {err}") from None
+        raise InputError(f"plugin {where} failed to import: {_describe(err)}; {fix}") from None
     registry = _registries[kind]
     if not registry.holds(ep.name, obj):  # else the module registered it itself on import
         try:
             registry.add(ep.name, obj)
         except BenchError as err:
-            raise InputError(f"plugin {where}: {err}") from None
+            raise InputError(f"plugin {where}: {err}; {fix}") from None
     _origins[(kind, ep.name)] = {"distribution": dist, "version": ep.dist.version if ep.dist else "unknown",
                                  "entry_point": ep.value}
 
@@ -185,6 +193,20 @@ def used_by(kinds_and_names: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
     load()
     return [{"kind": kind, "name": name, **_origins[(kind, name)]}
             for kind, name in kinds_and_names if (kind, name) in _origins]
+
+
+def require(used: Sequence[dict[str, str]], where: str) -> None:
+    """Refuse, naming the fix, when a plugin that ``where`` was made with (config.json's ``plugins``) is not
+    loaded now."""
+    load()
+    for plugin in used:
+        registry = _registries.get(plugin.get("kind", ""))
+        if registry is None or plugin.get("name") in registry.names():
+            continue
+        fix = (f"install {plugin['distribution']}" if "distribution" in plugin
+               else f"pass --plugin {plugin.get('module')} (its module name or .py file)")
+        raise InputError(f"{where} was made with the plugin {plugin['kind']} {plugin['name']!r}, which is not "
+                         f"loaded; {fix}")
 
 
 def run_plugins(config: Any) -> list[dict[str, str]]:

@@ -28,6 +28,7 @@ from bench.core.errors import BenchError, InputError
 from bench.core.locks import run_lock
 from bench.core.progress import Progress
 from bench.data.datasets import dataset_info, load_dataset
+from bench.data.images import to_float
 from bench.data.longtail import LongTailData, long_tail_data
 from bench.evaluation.protocol import default_step
 from bench.evaluation.settings import EVAL_BATCH_SIZE, SUITES, EvalSettings, eval_settings, parse_attacks
@@ -112,8 +113,11 @@ def load_weights(model: nn.Module, path: Path) -> str:
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:
-        lines = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
-        raise InputError(f"--weights {path} do not fit the model: {'; '.join(lines[:3]) or err}") from None
+        lines = [line.strip().rstrip(".") for line in str(err).splitlines() if "size mismatch" in line]
+        what = (lines[0] + (f"; and {len(lines) - 1} more" if len(lines) > 1 else "")) if lines \
+            else str(err).splitlines()[0]
+        raise InputError(f"--weights {path} do not fit the model ({what}); check the factory or the checkpoint"
+                         ) from None
     if result.missing_keys or result.unexpected_keys:
         parts = [f"missing keys: {_some(result.missing_keys)}" if result.missing_keys else "",
                  f"unexpected keys: {_some(result.unexpected_keys)}" if result.unexpected_keys else ""]
@@ -162,6 +166,26 @@ def evaluate_model(
     return record
 
 
+def check_fits_data(model: nn.Module, data: LongTailData, spec: Any, device: torch.device) -> None:
+    """Run the model on two test images before anything is written: it must map (N, C, H, W) images in [0, 1]
+    to (N, num_classes) logits."""
+    x = to_float(data.x_test[:2])
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.to(device).eval()(x)
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise InputError(f"--model {spec} does not run on {data.name} images {tuple(x.shape)} in [0, 1] "
+                         f"({type(err).__name__}: {first}); check the model's input channels and size") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, Tensor) or tuple(out.shape) != (2, data.num_classes):
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise InputError(f"--model {spec} returns {shape} for 2 {data.name} images; it must return logits of "
+                         f"shape (N, {data.num_classes})")
+
+
 def external_data(dataset: str, ur: float, data_root: str | None, device: torch.device) -> LongTailData:
     from bench.training.config import check_ur
 
@@ -190,6 +214,7 @@ def evaluate_external(
         name = arch
     sha = load_weights(net, weights) if weights is not None else None
     data = external_data(dataset, ur, data_root, device)
+    check_fits_data(net, data, model or arch, device)
     label = label or (Path(weights).stem if weights is not None else name)
     if not label or "/" in label:
         raise InputError(f"--label must be a non-empty name without '/', got {label!r}")

@@ -33,6 +33,7 @@ def read_config(run_dir: Path) -> RunConfig:
     """The RunConfig in ``run_dir/config.json``."""
     path = Path(run_dir) / store.CONFIG_FILE
     record = store.read_json(path)
+    plugins.require(record.get("plugins") or [], str(run_dir))
     try:
         return RunConfig.from_dict(record["config"])
     except BenchError as err:

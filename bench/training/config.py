@@ -262,6 +262,9 @@ def build_config(
     if "milestones" in overrides:
         last = values["epochs"] - 1
         ms = values["milestones"]
+        if ms and last < 1:
+            raise InputError(f"a {values['epochs']}-epoch run has no epoch to decay the learning rate at; "
+                             f"drop --set milestones (got {list(ms)}) or train longer")
         if any(not 1 <= m <= last for m in ms) or list(ms) != sorted(set(ms)):
             raise InputError(f"milestones must be increasing epochs inside the {values['epochs']}-epoch run "
                              f"(1..{last}), e.g. milestones=[{max(1, last // 2)}], got {list(ms)}")

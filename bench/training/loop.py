@@ -184,7 +184,12 @@ def outer_loss(precision: str, method: Method, net: Net, x_adv: Tensor, x: Tenso
         out_clean = net.forward_features(x) if method.needs_clean_output else None
     out_adv = Output(*(o.float() for o in out_adv))
     out_clean = Output(*(o.float() for o in out_clean)) if out_clean is not None else None
-    return method.train_loss(out_adv, y, out_clean), out_adv
+    loss = method.train_loss(out_adv, y, out_clean)
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        got = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
+        raise BenchError(f"method {method.name!r}: train_loss returned {got}, not a scalar tensor; reduce it "
+                         "(e.g. .mean()) and test the method with bench.testing.check_method")
+    return loss, out_adv
 
 
 def craft(cfg: RunConfig, t: Trainee, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
