@@ -14,6 +14,7 @@ from bench.core.errors import BenchError, InputError
 from bench.report import collect, problem_runs, write_report
 from bench.report.feature_plots import tsne_grid
 from bench.report.labels import method_labels, method_markers, method_palette
+from bench.report.plots import ae_distribution
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress"]
 COUNTS = [600, 190, 60, 20]
@@ -370,3 +371,13 @@ def test_tsne_maps_wrap_into_at_most_four_columns() -> None:
     assert len(shown) == 24 and {ax.get_subplotspec().colspan.start for ax in shown} == {0, 1, 2, 3}
     assert [ax.get_title() for ax in shown if ax.get_title()] == TWELVE
     assert fig.get_size_inches()[0] < 14
+
+
+def test_ae_heatmaps_wrap_into_at_most_four_columns() -> None:
+    epochs = pd.DataFrame(np.full((4, 3), 25.0), columns=[0, 1, 2])
+    fig = ae_distribution([(m, epochs) for m in TWELVE[:7]], ["a", "b", "c", "d"], [40, 30, 20, 10], "t")
+    shown = [ax for ax in fig.axes if ax.axison and ax.get_title()]
+    assert [ax.get_title() for ax in shown] == TWELVE[:7]
+    assert {ax.get_subplotspec().colspan.start for ax in shown} == {0, 1, 2, 3}
+    assert [ax.get_subplotspec().rowspan.start for ax in shown] == [0] * 4 + [1] * 3
+    assert fig.get_size_inches()[0] < 16

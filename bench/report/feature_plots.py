@@ -8,12 +8,10 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.report.plots import Palette, class_ticks, figure, legend_right, method_lines, shade_groups
+from bench.report.plots import MAX_PANEL_COLUMNS, Palette, class_ticks, figure, legend_right, method_lines, shade_groups
 
 #: classes above this count get no legend entries in t-SNE maps (tail colours, others grey)
 _MAX_LEGEND_CLASSES = 20
-#: t-SNE maps wrap into rows of at most this many methods
-_MAX_TSNE_COLUMNS = 4
 
 
 def _class_colours(num_classes: int, tail: list[int]) -> dict[int, tuple]:
@@ -28,12 +26,12 @@ def _class_colours(num_classes: int, tail: list[int]) -> dict[int, tuple]:
 
 def tsne_grid(maps: list[tuple[str, list[np.ndarray]]], labels: np.ndarray, classes: list[str],
               counts: list[int], tail: list[int], conditions: list[str], title: str) -> Figure:
-    """One column per method (at most 4, then the next block of rows), one row per condition within a block;
-    tail classes drawn large, saturated and on top.
+    """One column per method (at most ``MAX_PANEL_COLUMNS``, then the next block of rows), one row per condition
+    within a block; tail classes drawn large, saturated and on top.
 
     ``maps``: (method label, one N x 2 array per condition), all on the same test images ``labels``.
     """
-    ncols = min(len(maps), _MAX_TSNE_COLUMNS)
+    ncols = min(len(maps), MAX_PANEL_COLUMNS)
     blocks = -(-len(maps) // ncols)
     fig, axes = figure(0.6 + 3.1 * ncols, 0.5 + 3.0 * len(conditions) * blocks, nrows=len(conditions) * blocks,
                         ncols=ncols)

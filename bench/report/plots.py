@@ -26,6 +26,8 @@ from bench.report.labels import attack_name, method_markers, method_sort_key
 Palette = Mapping[str, tuple[float, float, float]]
 #: at most this many class names on an axis; more classes show every k-th name
 _MAX_CLASS_TICKS = 30
+#: figures with one panel per method wrap into rows of at most this many panels
+MAX_PANEL_COLUMNS = 4
 
 
 @contextmanager
@@ -142,24 +144,31 @@ def group_bars(data: pd.DataFrame, palette: Palette, title: str) -> Figure:
 
 def ae_distribution(panels: list[tuple[str, pd.DataFrame]], classes: list[str], counts: list[int],
                     title: str) -> Figure:
-    """Heatmaps of the training AEs' predicted labels: rows classes (head on top), columns epochs.
+    """Heatmaps of the training AEs' predicted labels: rows classes (head on top), columns epochs; one panel
+    per method, at most ``MAX_PANEL_COLUMNS`` in a row.
 
     ``panels``: (method label, class x epoch frame of shares in % of each epoch's AEs).
     """
     n = len(classes)
-    fig, axes = figure(2.4 + 3.2 * len(panels), min(max(3.2, 1.8 + 0.3 * n), 9.0), ncols=len(panels))
+    ncols = min(len(panels), MAX_PANEL_COLUMNS)
+    nrows = -(-len(panels) // ncols)
+    height = min(max(3.2, 1.8 + 0.3 * n), 9.0)
+    fig, axes = figure(2.4 + 3.2 * ncols, height * nrows, nrows=nrows, ncols=ncols)
     vmax = max(float(np.nanmax(frame.to_numpy())) for _, frame in panels)
-    for i, (ax, (label, frame)) in enumerate(zip(axes[0], panels, strict=True)):
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for i, (label, frame) in enumerate(panels):
+        ax = axes.flat[i]
         sns.heatmap(frame, vmin=0, vmax=vmax, cmap="rocket_r", cbar=False, yticklabels=False, ax=ax)
         _epoch_ticks(ax, list(frame.columns))
-        if i == 0:
+        if i % ncols == 0:
             class_ticks(ax, classes, counts, axis="y")
             ax.set_ylabel("predicted class (training images)")
         else:
             ax.set_ylabel("")
         ax.set_xlabel("epoch")
         ax.set_title(label)
-    fig.colorbar(axes[0, 0].collections[0], ax=axes[0].tolist(), fraction=0.05, aspect=30,
+    fig.colorbar(axes[0, 0].collections[0], ax=axes.flat[:len(panels)], fraction=0.05, aspect=30 * nrows,
                  label="share of the epoch's AEs (%)")
     fig.suptitle(title)
     return fig
