@@ -32,6 +32,7 @@ reference: install
 	$(BIN)/bench grid fmnist-reference --workers 2 --out results/reference
 	$(BIN)/bench grid fmnist-ur-sweep --workers 2 --out results/reference
 	$(BIN)/bench grid rbl-logit --workers 2 --out results/reference
+	$(BIN)/bench grid robustlt-parts --workers 2 --out results/reference
 	$(BIN)/bench analyze results/reference --n 1000 --attack pgd20
 	$(MAKE) reference-report
 

@@ -12,6 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
+from bench.cli.list_cmd import grid_summary
+from bench.grid.spec import shipped_grids
 
 
 def run(args: list[str]):
@@ -74,6 +76,16 @@ def test_list_shows_every_registry():
     for name in ("pgd-at", "cnn-small", "wrn-34-10", "fashion-mnist", "cifar100", "paper", "quick", "smoke", "awp",
                  "robustlt+METHOD", "robustlt_alpha", "robustlt_beta"):
         assert name in result.output
+
+
+def test_list_grids_shows_every_shipped_grid_with_its_run_count():
+    result = run(["list", "grids"])
+    assert result.exit_code == 0
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()}
+    assert set(rows) == set(shipped_grids())
+    assert rows["fmnist-reference"] == "72" and rows["robustlt-parts"] == "9" and rows["paper-main"] == "108"
+    assert grid_summary("fmnist-eps-curve") == "robust accuracy against the attack radius."
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,9 @@
-"""``bench list``: methods (with parameters), architectures, datasets and presets."""
+"""``bench list``: methods (with parameters), architectures, datasets, presets and the shipped grids."""
 
 from __future__ import annotations
+
+import re
+from importlib import resources
 
 import click
 from rich.console import Console
@@ -8,11 +11,12 @@ from rich.table import Table
 
 from bench.core import plugins
 from bench.data.datasets import DATASETS
+from bench.grid.spec import expand, load_grid, shipped_grids
 from bench.models import ARCHS
 from bench.training.config import PRESETS
 from methods import REGISTRY, WRAPPERS, get_method
 
-WHAT = ("methods", "archs", "datasets", "presets")
+WHAT = ("methods", "archs", "datasets", "presets", "grids")
 
 
 def plugin_note(kind: str, name: str) -> str:
@@ -74,12 +78,37 @@ def presets_table() -> Table:
     return table
 
 
+def grid_summary(name: str) -> str:
+    """The first sentence of a shipped grid file's header comment, without its ``name:`` prefix."""
+    text = (resources.files("bench") / "grids" / f"{name}.toml").read_text()
+    header = []
+    for line in text.splitlines():
+        if not line.startswith("#") or not line.strip("# "):
+            break
+        header.append(line.lstrip("# "))
+    paragraph = " ".join(header).removeprefix(f"{name}:").strip()
+    return re.split(r"(?<=[.?])\s", paragraph, maxsplit=1)[0]
+
+
+def grids_table() -> Table:
+    table = Table(title="shipped grids (bench grid NAME; the file's header documents it)")
+    for col in ("grid", "runs", "datasets", "URs", "methods", "what it is for"):
+        table.add_column(col)
+    for name in shipped_grids():
+        spec = load_grid(name)
+        table.add_row(name, str(len(expand(spec))), ", ".join(spec.datasets), ", ".join(f"{u:g}" for u in spec.urs),
+                      ", ".join(spec.methods), grid_summary(name))
+    return table
+
+
 @click.command("list")
 @click.argument("what", required=False, type=click.Choice(WHAT))
 def command(what: str | None) -> None:
-    """Show the registered methods, architectures, datasets and presets with their defaults."""
+    """Show the registered methods, architectures, datasets and presets with their defaults, and the shipped
+    grids."""
     plugins.load()
     console = Console(width=160)
-    builders = {"methods": methods_table, "archs": archs_table, "datasets": datasets_table, "presets": presets_table}
+    builders = {"methods": methods_table, "archs": archs_table, "datasets": datasets_table, "presets": presets_table,
+                "grids": grids_table}
     for name in (what,) if what else WHAT:
         console.print(builders[name]())
