@@ -259,6 +259,22 @@ def test_method_labels_show_what_differs() -> None:
     }
 
 
+def test_a_field_added_later_reads_as_its_default_in_older_runs(tmp_path: Path) -> None:
+    """A run from before ``cuda_graph`` / ``attack_bn`` existed ran with their defaults: same label and row as a
+    newer run that records the defaults; a non-default value still tells its runs apart."""
+    root = tmp_path / "results"
+    older, newer = write_run(root, "pgd-at", 0), write_run(root, "pgd-at", 1)
+    changed = write_run(root, "rbl", 0)
+    write_run(root, "rbl", 1)
+    for folder, extra in ((newer, {"cuda_graph": False, "attack_bn": "eval"}), (changed, {"attack_bn": "train"})):
+        meta = json.loads((folder / "config.json").read_text())
+        meta["config"].update(extra)
+        (folder / "config.json").write_text(json.dumps(meta))
+    labels = dict(zip(collect(root)["run_id"], collect(root)["method_label"], strict=True))
+    assert labels[older.name] == labels[newer.name] == "pgd-at"
+    assert labels[changed.name] == "rbl (attack_bn=train)" and labels[run_id("rbl", 1)] == "rbl (attack_bn=eval)"
+
+
 def test_palette_is_fixed_in_registry_order() -> None:
     palette = method_palette(["reat (variant=paper)", "rbl", "zeta", "pgd-at", "rbl"])
     assert list(palette) == ["pgd-at", "rbl", "reat (variant=paper)", "zeta"]

@@ -21,7 +21,8 @@ from bench.training.loop import resumed_precision
 ROOT = Path(__file__).resolve().parents[1]
 #: shipped grid -> (committed results folder, committed runs of that grid)
 COMMITTED = {"fmnist-reference": ("results/reference", 72), "fmnist-ur-sweep": ("results/reference", 28),
-             "rbl-logit": ("results/reference", 10), "bf16-numerics": ("results/bf16-numerics", 12)}
+             "rbl-logit": ("results/reference", 10), "robustlt-parts": ("results/reference", 9),
+             "bf16-numerics": ("results/bf16-numerics", 12)}
 MACHINES = {"avx2 cpu": (False, False), "bf16 cpu": (True, False), "cuda gpu": (False, True)}
 
 

@@ -3,7 +3,7 @@
 ``collect`` gives one row per (finished run, attack); ``problem_runs`` lists unfinished and failed runs;
 ``write_report`` writes everything (the ``bench report`` command calls it).
 
-May import: bench.core, bench.evaluation.
+May import: bench.core, bench.evaluation, bench.training.
 """
 
 from bench.report.collect import RunProblem, collect, problem_runs

@@ -17,6 +17,7 @@ from bench.evaluation.metrics import unpack_correct
 from bench.evaluation.protocol import Block, EvalResults, MalformedResults
 from bench.report.labels import attack_sort_key, method_labels, method_sort_key
 from bench.report.protocol import run_protocol
+from bench.training.config import LATE_DEFAULTS
 
 #: eval record read for each checkpoint
 EVAL_FILES = {"last": "eval.json", "best": "eval-best.json"}
@@ -229,6 +230,8 @@ def _is_number(value: Any) -> bool:
 
 def _make_run(folder: Path, meta: Any, record: Any, eval_name: str) -> Run:
     config = _field(meta, "config", "config.json")
+    if "external" not in meta:  # a run from before a field existed ran with its default
+        config = {**LATE_DEFAULTS, **config}
     for key in _CONFIG_FIELDS:
         _field(config, key, "config.json config")
     if not (_is_number(config["ur"]) and isinstance(config["seed"], int)):

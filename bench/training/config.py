@@ -158,6 +158,10 @@ class RunConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 DEFAULTS = RunConfig()
+#: the fields added after runs were published, with their defaults: a config.json written before a field existed
+#: ran with its default (so a report reads the missing field as that)
+LATE_DEFAULTS = {name: value for name, value in DEFAULTS.to_dict().items()
+                 if not FIELDS[name].metadata.get("hashed_default", True)}
 #: fields one may set with --set key=value (method parameters use METHOD.PARAM=value)
 SETTABLE = sorted(name for name, f in FIELDS.items() if f.metadata.get("flag") is None)
 #: evaluation settings people try to --set, and the option that sets them
