@@ -187,7 +187,8 @@ def test_bad_grid_files_name_the_valid_choices(text, message):
 
 @pytest.mark.parametrize("name, count", [("paper-main", 108), ("ablation", 11), ("fmnist-quick", 18),
                                          ("taet-protocol", 16), ("fmnist-reference", 72), ("fmnist-ur-sweep", 28),
-                                         ("rbl-logit", 10), ("bf16-numerics", 12), ("fmnist-eps-curve", 8)])
+                                         ("rbl-logit", 10), ("bf16-numerics", 12), ("fmnist-eps-curve", 8),
+                                         ("robustlt-parts", 9)])
 def test_shipped_grids_expand(name, count):
     runs = expand(load_grid(name))
     assert len(runs) == count == len({c.run_id for c in runs})
@@ -195,7 +196,7 @@ def test_shipped_grids_expand(name, count):
 
 
 def test_reference_grids_share_their_runs():
-    """fmnist-ur-sweep and rbl-logit reuse fmnist-reference's runs where their settings coincide."""
+    """fmnist-ur-sweep, rbl-logit and robustlt-parts reuse fmnist-reference's runs where their settings coincide."""
     reference = {c.run_id for c in expand(load_grid("fmnist-reference"))}
     sweep = expand(load_grid("fmnist-ur-sweep"))
     assert {c.run_id for c in sweep if c.ur in (10, 100)} <= reference
@@ -204,7 +205,13 @@ def test_reference_grids_share_their_runs():
     official = [c for c in logit if c.method_params["rbl_mode"] == "official"]
     assert {c.run_id for c in official} <= reference and len(official) == 2
     assert {c.method_params["rbl_tau"] for c in logit if c not in official} == {-1.0, 0.5, 1.0, 2.0}
-    assert {(c.preset, c.epochs, c.steps) for c in [*sweep, *logit]} == {("quick", 10, 5)}
+    parts = expand(load_grid("robustlt-parts"))
+    shared = [c for c in parts if c.run_id in reference]
+    assert len(shared) == 3 and all(c.method_params["robustlt_alpha"] == 0.3 and c.method_params["robustlt_beta"] == 0.8
+                                    for c in shared)
+    assert {(c.method_params["robustlt_alpha"], c.method_params["robustlt_beta"]) for c in parts} == {
+        (0.0, 0.8), (0.3, 0.0), (0.3, 0.8)}
+    assert {(c.preset, c.epochs, c.steps) for c in [*sweep, *logit, *parts]} == {("quick", 10, 5)}
 
 
 def test_fmnist_reference_keeps_the_committed_run_ids():
@@ -244,7 +251,7 @@ def test_shipped_grid_contents():
 
 def test_unknown_grid_lists_the_shipped_ones():
     shipped = ("ablation, bf16-numerics, fmnist-eps-curve, fmnist-quick, fmnist-reference, fmnist-ur-sweep, "
-               "paper-main, rbl-logit, taet-protocol")
+               "paper-main, rbl-logit, robustlt-parts, taet-protocol")
     with pytest.raises(InputError, match=shipped):
         load_grid("paper-mian")
     result = bench("grid", "paper-mian", "--dry-run")
