@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from bench.core.errors import BenchError, InputError
 from bench.report import collect, problem_runs, write_report
 from bench.report.feature_plots import tsne_grid
 from bench.report.labels import method_labels, method_markers, method_palette
-from bench.report.plots import ae_distribution
+from bench.report.plots import ae_distribution, robust_vs_clean
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress"]
 COUNTS = [600, 190, 60, 20]
@@ -273,6 +274,20 @@ def test_a_field_added_later_reads_as_its_default_in_older_runs(tmp_path: Path) 
     labels = dict(zip(collect(root)["run_id"], collect(root)["method_label"], strict=True))
     assert labels[older.name] == labels[newer.name] == "pgd-at"
     assert labels[changed.name] == "rbl (attack_bn=train)" and labels[run_id("rbl", 1)] == "rbl (attack_bn=eval)"
+
+
+def test_robust_vs_clean_keeps_its_axes_with_a_long_legend() -> None:
+    """18 long method labels and 7 URs: the figure grows for its legend instead of squashing the axes."""
+    labels = [f"{m} (robustlt_alpha=0.3, robustlt_beta=0.8)" for m in TWELVE] + [f"reat (tau={t})" for t in range(6)]
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame([{"Method": m, "UR": str(u), "clean": rng.uniform(50, 90), "robust": rng.uniform(30, 70)}
+                         for m in labels for u in (1, 10, 20, 50, 100, 200, 500)])
+    fig = robust_vs_clean(data, method_palette(labels), "pgd20", "t")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig.canvas.draw()
+    (ax,) = fig.axes
+    assert ax.get_position().height > 0.6 and ax.get_position().width > 0.25
 
 
 def test_palette_is_fixed_in_registry_order() -> None:

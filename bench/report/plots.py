@@ -179,11 +179,13 @@ def robust_vs_clean(data: pd.DataFrame, palette: Palette, attack: str, title: st
 
     ``data``: one row per run with ``Method``, ``UR``, ``clean``, ``robust``.
     """
-    fig, axes = figure(7.0, 4.5)
-    ax = axes[0, 0]
     order, colours = methods(data, palette)
     markers = method_markers(palette)
     urs = sorted(data["UR"].unique(), key=float)
+    legend_rows = len(order) + 1 + (len(urs) + 1 if len(urs) > 1 else 0)
+    longest = max(len(label) for label in order)  # room for the legend beside the axes
+    fig, axes = figure(max(7.0, 3.8 + 0.075 * longest), max(4.5, 0.8 + 0.25 * legend_rows))
+    ax = axes[0, 0]
     sizes = {"size": "UR", "size_order": urs, "sizes": (40, 110)} if len(urs) > 1 else {"s": 70}
     sns.scatterplot(data=data, x="clean", y="robust", hue="Method", hue_order=order, palette=colours,
                     style="Method", style_order=order, markers={m: markers[m] for m in order}, ax=ax, **sizes)
