@@ -30,7 +30,7 @@ from bench.grid.executors import (
     run_local,
     worker_device,
 )
-from bench.grid.slurm import SlurmOptions, SlurmRun, job_cpus, parse_options, run_slurm
+from bench.grid.slurm import SlurmOptions, SlurmRun, job_cpus, job_ended, parse_options, run_slurm
 from bench.grid.spec import expand, load_grid, parse_grid
 from bench.grid.task import DONE_EARLIER, EVALUATED, LOCKED, TRAINED, RunResult, RunTask, execute, missing_results
 from bench.training.config import build_config
@@ -498,6 +498,16 @@ def test_slurm_options_merge_file_and_flags():
         SlurmOptions.merge({"time": "1h"}, {})
     result = bench("grid", "fmnist-quick", "--partition", "gpu")
     assert result.exit_code == 2 and "--executor slurm" in result.output
+
+
+@pytest.mark.parametrize(("state", "has_result", "ended"), [
+    ("RUNNING", True, False),  # written by a job that is requeuing itself: the requeued job writes the last one
+    ("REQUEUED", True, False), ("PENDING", True, False), ("COMPLETING", True, False), ("RUNNING", False, False),
+    ("COMPLETED", True, True), ("FAILED", False, True), ("TIMEOUT", False, True), ("gone", False, True),
+    (None, True, True), (None, False, False),  # squeue cannot be asked: the result file decides
+])
+def test_a_slurm_job_is_over_when_squeue_says_so(state, has_result, ended):
+    assert job_ended(state, has_result) is ended
 
 
 def test_slurm_options_become_submitit_parameters():

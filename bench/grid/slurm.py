@@ -184,6 +184,13 @@ def _for_job(task: RunTask) -> RunTask:
     return replace(task, out=Path(task.out).resolve(), data_root=data_root, progress=False)
 
 
+def job_ended(state: str | None, has_result: bool) -> bool:
+    """Whether a SLURM job is over: squeue's ``state`` decides (None: squeue cannot be asked, then the result
+    file does). A result written while SLURM still lists the job as queued or running is not its last: a job
+    that requeues itself can write one as it is stopped (its ``scontrol requeue`` killed by the requeue)."""
+    return has_result if state is None else state in ENDED
+
+
 def _result(job: submitit.Job, state: str | None, run_id: str) -> RunResult:
     """A finished job's RunResult: the run's own, or failed with the job's state and log."""
     if state not in (None, "COMPLETED") and not job.paths.result_pickle.exists():
@@ -219,7 +226,7 @@ def run_slurm(
         states = queue_states(run_ids) if cluster == "slurm" else None
         for job in list(waiting):
             state = None if states is None else states.get(job.job_id, GONE)
-            ended = job.done() if cluster != "slurm" else job.paths.result_pickle.exists() or state in ENDED
+            ended = job.done() if cluster != "slurm" else job_ended(state, job.paths.result_pickle.exists())
             if ended:
                 waiting.remove(job)
                 results.append(_result(job, state, run_ids[job.job_id]))
