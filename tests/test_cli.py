@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.cli.list_cmd import grid_summary
-from bench.grid.spec import shipped_grids
+from bench.grid.spec import shipped_grid_text, shipped_grids
 
 
 def run(args: list[str]):
@@ -85,7 +85,8 @@ def test_list_grids_shows_every_shipped_grid_with_its_run_count():
             if line.startswith("│") and line.split("│")[1].strip()}
     assert set(rows) == set(shipped_grids())
     assert rows["fmnist-reference"] == "72" and rows["robustlt-parts"] == "9" and rows["paper-main"] == "108"
-    assert grid_summary("fmnist-eps-curve") == "robust accuracy against the attack radius."
+    assert grid_summary("fmnist-eps-curve", shipped_grid_text("fmnist-eps-curve")) == \
+        "robust accuracy against the attack radius."
 
 
 @pytest.mark.parametrize(

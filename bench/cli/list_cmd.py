@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from importlib import resources
 
 import click
 from rich.console import Console
@@ -11,7 +10,7 @@ from rich.table import Table
 
 from bench.core import plugins
 from bench.data.datasets import DATASETS
-from bench.grid.spec import expand, load_grid, shipped_grids
+from bench.grid.spec import expand, parse_grid, shipped_grid_text, shipped_grids
 from bench.models import ARCHS
 from bench.training.config import PRESETS
 from methods import REGISTRY, WRAPPERS, get_method
@@ -78,9 +77,8 @@ def presets_table() -> Table:
     return table
 
 
-def grid_summary(name: str) -> str:
-    """The first sentence of a shipped grid file's header comment, without its ``name:`` prefix."""
-    text = (resources.files("bench") / "grids" / f"{name}.toml").read_text()
+def grid_summary(name: str, text: str) -> str:
+    """The first sentence of grid file ``text``'s header comment, without its ``name:`` prefix."""
     header = []
     for line in text.splitlines():
         if not line.startswith("#") or not line.strip("# "):
@@ -95,9 +93,10 @@ def grids_table() -> Table:
     for col in ("grid", "runs", "datasets", "URs", "methods", "what it is for"):
         table.add_column(col)
     for name in shipped_grids():
-        spec = load_grid(name)
+        text = shipped_grid_text(name)
+        spec = parse_grid(text, name)
         table.add_row(name, str(len(expand(spec))), ", ".join(spec.datasets), ", ".join(f"{u:g}" for u in spec.urs),
-                      ", ".join(spec.methods), grid_summary(name))
+                      ", ".join(spec.methods), grid_summary(name, text))
     return table
 
 

@@ -148,8 +148,8 @@ def failure_message(run_dir: Path) -> str:
 
 def trained_precision(run_dir: Path) -> str:
     """The precision the run trained in: metrics.jsonl's per-epoch ``precision`` (joined by " + " if it changed),
-    else the config's when it is not ``auto`` (runs from before it was recorded), "outside model" for an
-    outside model's evaluation, else "not recorded"."""
+    else "outside model" for an outside model's evaluation, else the config's when it is not ``auto`` (runs from
+    before it was recorded), else "not recorded"."""
     precisions: list[str] = []
     path = Path(run_dir) / METRICS_FILE
     for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
@@ -162,12 +162,14 @@ def trained_precision(run_dir: Path) -> str:
     if precisions:
         return " + ".join(precisions)
     try:
-        configured = json.loads((Path(run_dir) / CONFIG_FILE).read_text())["config"]["precision"]
-    except (OSError, ValueError, KeyError, TypeError):
-        configured = None
-    if configured in ("fp32", "bf16"):
-        return configured
-    return "outside model" if is_external(run_dir) else "not recorded"
+        meta = json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        meta = None
+    if isinstance(meta, dict) and "external" in meta:
+        return "outside model"
+    config = meta.get("config") if isinstance(meta, dict) else None
+    configured = config.get("precision") if isinstance(config, dict) else None
+    return configured if configured in ("fp32", "bf16") else "not recorded"
 
 
 def is_external(run_dir: Path) -> bool:

@@ -55,6 +55,11 @@ def shipped_grids() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+def shipped_grid_text(name: str) -> str:
+    """The text of the shipped grid file ``name`` (``paper-main``)."""
+    return (resources.files("bench") / "grids" / f"{name}.toml").read_text()
+
+
 def load_grid(name_or_path: str) -> GridSpec:
     """A grid file by path, or a shipped grid by name (``paper-main``)."""
     path = Path(name_or_path)
@@ -62,7 +67,7 @@ def load_grid(name_or_path: str) -> GridSpec:
         return parse_grid(path.read_text(), str(path))
     name = name_or_path.removesuffix(".toml")
     if name in shipped_grids():
-        return parse_grid((resources.files("bench") / "grids" / f"{name}.toml").read_text(), name)
+        return parse_grid(shipped_grid_text(name), name)
     raise InputError(f"no grid file {name_or_path!r} and no shipped grid of that name; "
                      f"shipped grids: {', '.join(shipped_grids())}")
 
